@@ -1,0 +1,49 @@
+//! # diffusion
+//!
+//! DDPM on FashionMNIST with [candle](https://github.com/huggingface/candle), one course step per
+//! module, under the course's own names:
+//!
+//! | step of notebook 02 | item |
+//! | --- | --- |
+//! | the noise schedule `B`, `a`, `a_bar`, ... | [`Schedule`] |
+//! | one forward step, the closed form `q(x_t \| x_0)` | [`forward_step`], [`q`], [`q_with_noise`] |
+//! | the network | [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
+//! | the loss | [`get_loss`] |
+//! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
+//! | training | [`Trainer`], [`TrainConfig`] |
+//! | data | [`data`] |
+//! | pictures | [`display`] |
+//!
+//! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
+//! error that says what was expected, never a panic.
+
+pub mod device;
+pub mod schedule;
+pub mod timesteps;
+
+pub use device::device;
+pub use schedule::Schedule;
+
+/// The course's settings (notebook 02).
+pub mod settings {
+    /// Rows of the forward-diffusion grid.
+    pub const NROWS: usize = 10;
+    /// Columns of the forward-diffusion grid and of a sample strip.
+    pub const NCOLS: usize = 15;
+    /// Number of timesteps `T = nrows * ncols`.
+    pub const T: usize = NROWS * NCOLS;
+    /// First beta of the linear schedule.
+    pub const BETA_START: f64 = 0.0001;
+    /// Last beta of the linear schedule.
+    pub const BETA_END: f64 = 0.02;
+    /// Side of the (resized) images.
+    pub const IMG_SIZE: usize = 16;
+    /// Image channels.
+    pub const IMG_CH: usize = 1;
+    /// Batch size.
+    pub const BATCH_SIZE: usize = 128;
+    /// Adam learning rate.
+    pub const LR: f64 = 0.001;
+    /// Epochs.
+    pub const EPOCHS: usize = 3;
+}

@@ -1,0 +1,191 @@
+//! The noise schedule: how much noise each forward step adds.
+//!
+//! With `B_t` (beta) the variance added at step `t`:
+//!
+//! ```text
+//! a_t                  = 1 - B_t
+//! a_bar_t              = a_0 * a_1 * ... * a_t
+//! sqrt_a_bar_t         = sqrt(a_bar_t)               (how much of x_0 is left in x_t)
+//! sqrt_one_minus_a_bar = sqrt(1 - a_bar_t)           (how much noise is in x_t)
+//! sqrt_a_inv_t         = sqrt(1 / a_t)
+//! pred_noise_coeff_t   = (1 - a_t) / sqrt(1 - a_bar_t)
+//! ```
+//!
+//! Everything is computed in f64 and cast to f32 at the end, so the cumulative product loses no
+//! precision.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+
+/// The schedule's arrays, each of length `T`, as f32 tensors on the chosen device.
+///
+/// ```
+/// use diffusion::Schedule;
+/// let s = Schedule::linear(150, 0.0001, 0.02, &candle_core::Device::Cpu).unwrap();
+/// assert_eq!(s.len(), 150);
+/// let a_bar = s.a_bar.to_vec1::<f32>().unwrap();
+/// assert!(a_bar[0] > a_bar[149]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// `B_t`, the variance added by forward step `t`.
+    pub b: Tensor,
+    /// `a_t = 1 - B_t`.
+    pub a: Tensor,
+    /// `a_bar_t = prod_{s <= t} a_s`.
+    pub a_bar: Tensor,
+    /// `sqrt(a_bar_t)`.
+    pub sqrt_a_bar: Tensor,
+    /// `sqrt(1 - a_bar_t)`.
+    pub sqrt_one_minus_a_bar: Tensor,
+    /// `sqrt(1 / a_t)`.
+    pub sqrt_a_inv: Tensor,
+    /// `(1 - a_t) / sqrt(1 - a_bar_t)`.
+    pub pred_noise_coeff: Tensor,
+    host: ScheduleValues,
+}
+
+/// The same arrays in f64 on the host, for scalar use (the reverse step, the theory answers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleValues {
+    pub b: Vec<f64>,
+    pub a: Vec<f64>,
+    pub a_bar: Vec<f64>,
+    pub sqrt_a_bar: Vec<f64>,
+    pub sqrt_one_minus_a_bar: Vec<f64>,
+    pub sqrt_a_inv: Vec<f64>,
+    pub pred_noise_coeff: Vec<f64>,
+}
+
+impl ScheduleValues {
+    /// Derives every array from the betas.
+    pub fn from_betas(b: Vec<f64>) -> Self {
+        let a: Vec<f64> = b.iter().map(|b| 1.0 - b).collect();
+        let a_bar: Vec<f64> = a
+            .iter()
+            .scan(1.0, |acc, a| {
+                *acc *= a;
+                Some(*acc)
+            })
+            .collect();
+        let sqrt_a_bar = a_bar.iter().map(|x| x.sqrt()).collect();
+        let sqrt_one_minus_a_bar: Vec<f64> = a_bar.iter().map(|x| (1.0 - x).sqrt()).collect();
+        let sqrt_a_inv = a.iter().map(|x| (1.0 / x).sqrt()).collect();
+        let pred_noise_coeff = a
+            .iter()
+            .zip(&sqrt_one_minus_a_bar)
+            .map(|(a, s)| (1.0 - a) / s)
+            .collect();
+        Self {
+            b,
+            a,
+            a_bar,
+            sqrt_a_bar,
+            sqrt_one_minus_a_bar,
+            sqrt_a_inv,
+            pred_noise_coeff,
+        }
+    }
+}
+
+/// `torch.linspace(start, end, t)` in f64.
+pub fn linspace(start: f64, end: f64, t: usize) -> Vec<f64> {
+    match t {
+        0 => vec![],
+        1 => vec![start],
+        _ => {
+            let step = (end - start) / (t - 1) as f64;
+            (0..t).map(|i| start + step * i as f64).collect()
+        }
+    }
+}
+
+impl Schedule {
+    /// The course's schedule: `B = linspace(start, end, t)`.
+    pub fn linear(t: usize, start: f64, end: f64, device: &Device) -> Result<Self> {
+        if t == 0 {
+            bail!("a schedule needs at least one timestep (got T = 0)");
+        }
+        if !(0.0 < start && start <= end && end < 1.0) {
+            bail!("linear schedule needs 0 < start <= end < 1, got start = {start}, end = {end}");
+        }
+        Self::from_betas(linspace(start, end, t), device)
+    }
+
+    /// The course's default: `Schedule::linear(150, 0.0001, 0.02)`.
+    pub fn course(device: &Device) -> Result<Self> {
+        use crate::settings::*;
+        Self::linear(T, BETA_START, BETA_END, device)
+    }
+
+    /// The cosine schedule of Nichol & Dhariwal (2021), "Improved DDPM":
+    ///
+    /// ```text
+    /// f(t)     = cos^2( (t/T + s) / (1 + s) * pi/2 ),  s = 0.008
+    /// a_bar_t  = f(t) / f(0)
+    /// B_t      = min(1 - a_bar_{t+1} / a_bar_t, 0.999)   for t = 0..T-1
+    /// ```
+    ///
+    /// It destroys information more evenly over time than the linear schedule, which at small `T`
+    /// leaves much of the image in place until late.
+    pub fn cosine(t: usize, device: &Device) -> Result<Self> {
+        if t == 0 {
+            bail!("a schedule needs at least one timestep (got T = 0)");
+        }
+        let s = 0.008;
+        let f = |i: usize| {
+            let x = (i as f64 / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2;
+            x.cos().powi(2)
+        };
+        let betas = (0..t)
+            .map(|i| (1.0 - f(i + 1) / f(i)).min(0.999))
+            .collect();
+        Self::from_betas(betas, device)
+    }
+
+    /// A schedule from any betas in (0, 1).
+    pub fn from_betas(b: Vec<f64>, device: &Device) -> Result<Self> {
+        if let Some((i, b)) = b.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
+            bail!("beta must lie in (0, 1); beta[{i}] = {b}");
+        }
+        let host = ScheduleValues::from_betas(b);
+        let to = |v: &[f64]| -> Result<Tensor> {
+            let v: Vec<f32> = v.iter().map(|x| *x as f32).collect();
+            Ok(Tensor::from_vec(v, v_len(&host), device)?)
+        };
+        Ok(Self {
+            b: to(&host.b)?,
+            a: to(&host.a)?,
+            a_bar: to(&host.a_bar)?,
+            sqrt_a_bar: to(&host.sqrt_a_bar)?,
+            sqrt_one_minus_a_bar: to(&host.sqrt_one_minus_a_bar)?,
+            sqrt_a_inv: to(&host.sqrt_a_inv)?,
+            pred_noise_coeff: to(&host.pred_noise_coeff)?,
+            host,
+        })
+    }
+
+    /// Number of timesteps `T`.
+    pub fn len(&self) -> usize {
+        self.host.b.len()
+    }
+
+    /// Always false: a schedule has at least one step.
+    pub fn is_empty(&self) -> bool {
+        self.host.b.is_empty()
+    }
+
+    /// The arrays in f64 on the host.
+    pub fn values(&self) -> &ScheduleValues {
+        &self.host
+    }
+
+    /// The device the tensors live on.
+    pub fn device(&self) -> &Device {
+        self.b.device()
+    }
+}
+
+fn v_len(h: &ScheduleValues) -> usize {
+    h.b.len()
+}

@@ -1,0 +1,1 @@
+//! Cross-cutting tests live in `tests/`.
