@@ -18,11 +18,13 @@
 //! error that says what was expected, never a panic.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod forward;
 pub mod layers;
 pub mod loss;
+pub mod npy;
 pub mod ops;
 pub mod reverse;
 pub mod rng;
