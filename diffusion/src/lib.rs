@@ -18,6 +18,7 @@
 //! error that says what was expected, never a panic.
 
 pub mod device;
+pub mod display;
 pub mod schedule;
 pub mod timesteps;
 
