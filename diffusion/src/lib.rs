@@ -21,6 +21,7 @@ pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod device;
+pub mod display;
 pub mod forward;
 pub mod layers;
 pub mod loss;

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diffusion::{device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
 
 #[derive(Parser)]
-#[command(name = "diffusion", version, about = "DDPM on FashionMNIST, as in the course's notebook 02")]
+#[command(
+    name = "diffusion",
+    version,
+    about = "DDPM on FashionMNIST, as in the course's notebook 02"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,9 +110,29 @@ fn train(epochs: usize, max_steps: Option<usize>, seed: u64, out: &Path) -> Resu
     anyhow::bail!("training needs the data module")
 }
 
-fn sample(checkpoint: &Path, n: usize, seed: u64, sampler: Sampler, steps: usize, out: &Path) -> Result<()> {
-    let _ = (checkpoint, n, seed, sampler, steps, out, sample_ddim, sample_images);
-    let _ = (Rng::new(0), TrainConfig::course(), std::io::stdout().is_terminal());
+fn sample(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    sampler: Sampler,
+    steps: usize,
+    out: &Path,
+) -> Result<()> {
+    let _ = (
+        checkpoint,
+        n,
+        seed,
+        sampler,
+        steps,
+        out,
+        sample_ddim,
+        sample_images,
+    );
+    let _ = (
+        Rng::new(0),
+        TrainConfig::course(),
+        std::io::stdout().is_terminal(),
+    );
     let _: Option<Trainer> = None;
     std::io::stdout().flush().context("stdout")?;
     anyhow::bail!("sampling needs the display module")
