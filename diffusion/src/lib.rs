@@ -17,9 +17,9 @@
 //! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
 //! error that says what was expected, never a panic.
 
-pub mod batch;
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod display;
 pub mod forward;
