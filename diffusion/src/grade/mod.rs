@@ -1,0 +1,2 @@
+pub mod ddpm_math;
+pub mod question;
