@@ -18,7 +18,9 @@
 //! error that says what was expected, never a panic.
 
 pub mod device;
+pub mod grade;
 pub mod schedule;
+pub mod theory;
 pub mod timesteps;
 
 pub use device::device;
