@@ -141,14 +141,14 @@ mod tests {
         assert!((literal[1] - (1.0 / P.powf(0.125)).cos()).abs() < 1e-15);
         assert!((1.0 / P.powf(0.125) - 0.3162).abs() < 1e-4);
         assert!((literal[1] - source[1]).abs() > 0.04); // cos(0.3162) = 0.9504 vs 0.9950
-        // The source's frequencies are 10^-i, i = 0..7: the slowest has period 2 pi 10^7, far
-        // above the max period 10000 (the embedding's slowest period is 2000 pi).
+                                                        // The source's frequencies are 10^-i, i = 0..7: the slowest has period 2 pi 10^7, far
+                                                        // above the max period 10000 (the embedding's slowest period is 2000 pi).
         let source_w: Vec<f64> = (0..8).map(|i| 10f64.powi(-i)).collect();
         let slowest = source_w.iter().cloned().fold(f64::INFINITY, f64::min);
         let period = 2.0 * std::f64::consts::PI / slowest;
         assert!((period / (2.0 * std::f64::consts::PI) - 1e7).abs() < 1e-3);
         assert!(period > 1000.0 * longest_period(8, P, Convention::Interleaved).unwrap());
-                                                    }
+    }
 
     #[test]
     fn half_split_holds_the_same_values_reordered() {
