@@ -369,11 +369,13 @@ pub fn grade_table(set: &QuestionSet, table: &toml::Table) -> Result<Report> {
 
 /// Parses TOML text into a table, with the parser's line and column on error.
 pub fn parse_submission(toml_str: &str) -> Result<toml::Table> {
-    toml_str.parse::<toml::Table>().map_err(|e| {
+    toml::from_str::<toml::Table>(toml_str).map_err(|e| {
+        let full = e.to_string();
+        let place = full.lines().next().unwrap_or("TOML parse error").trim();
         anyhow!(
-            "the submission is not valid TOML ({}); write one `id = value` line per question, \
-             e.g. `q6a = 7` or `q2 = [0.84, 0.54]`",
-            e.to_string().trim_end().replace('\n', " ")
+            "the submission is not valid TOML ({place}: {}); write one `id = value` line per \
+             question, e.g. `q6a = 7` or `q2 = [0.84, 0.54]`",
+            e.message().trim().replace('\n', ", ")
         )
     })
 }
