@@ -67,6 +67,20 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Grade a submission (TOML, one key per question id) against a question set.
+    Grade {
+        /// The question set (see --list).
+        #[arg(long)]
+        set: Option<String>,
+        /// List the sets, or with --set the questions of that set.
+        #[arg(long)]
+        list: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The submission file.
+        file: Option<PathBuf>,
+    },
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
@@ -109,6 +123,16 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => sample(&checkpoint, n, seed, sampler, steps, &out),
         Command::Data { data } => fetch_data(data.as_deref()),
+        Command::Grade {
+            set,
+            list,
+            json,
+            file,
+        } => {
+            let out = diffusion::grade::run_grade_cli(set.as_deref(), list, file.as_deref(), json)?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Bench { runs } => {
             let dev = device()?;
             let r = diffusion::bench::run(&dev, runs)?;
