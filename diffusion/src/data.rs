@@ -21,9 +21,11 @@
 //! one JSON file per class, `src/clothes/<label>.json`, shaped `{"data": [[784 integers], ...]}`,
 //! one 28 x 28 image per row, row-major, 0 (background) to 255. Every row is checked: one that
 //! is not exactly 784 integers in `0..=255` is skipped and counted (class 0 has two empty rows).
-//! The package has no train/test split, so one is made: in each class the first
-//! [`TRAIN_PER_CLASS`] (6,000) valid rows go to the train set, the rest (1,000 in the package) to
-//! the test set, as many per class as in the canonical split. Within each set the images are put
+//! The package has no train/test split, so one is made. In class 0 an empty row follows the
+//! first 1,000 images and another the next 6,000: the package evidently lists the canonical
+//! test images (1,000 per class) before the train images (6,000 per class). So in each class
+//! the last [`TRAIN_PER_CLASS`] (6,000) valid rows go to the train set and the ones before them
+//! to the test set, as many per class as in the canonical split. Within each set the images are put
 //! in one fixed order drawn by `StdRng::seed_from_u64(FETCH_SEED)` (train) and `FETCH_SEED + 1`
 //! (test), so that consecutive images are of mixed classes. The result is written as the four
 //! gzipped IDX files, each first to a temporary file and then renamed, so an interrupted fetch

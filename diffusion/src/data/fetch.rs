@@ -224,8 +224,8 @@ impl<'de> serde::Deserialize<'de> for Row {
 }
 
 /// Reads `clothes_dir/0.json` .. `9.json` (`{"data": [[784 integers], ...]}`), skips malformed
-/// rows, puts the first `train_per_class` valid rows of each class in the train set and the
-/// rest in the test set, shuffles each set with a fixed seed, and writes the four gzipped IDX
+/// rows, puts the last `train_per_class` valid rows of each class in the train set and the
+/// ones before them in the test set, shuffles each set with a fixed seed, and writes the four gzipped IDX
 /// files into `out_dir`.
 pub fn convert_clothes_json(
     clothes_dir: &Path,
@@ -250,14 +250,18 @@ pub fn convert_clothes_json(
             serde_json::from_slice(&bytes).with_context(expected)?;
         let rows = file.remove("data").with_context(expected)?;
         report.rows = rows.len();
-        for pixels in rows.into_iter().filter_map(|r| r.0) {
-            report.valid += 1;
-            if report.train < train_per_class {
-                report.train += 1;
-                train.push((label as u8, pixels));
-            } else {
+        let valid: Vec<Vec<u8>> = rows.into_iter().filter_map(|r| r.0).collect();
+        report.valid = valid.len();
+        // The package lists each class's test images first (class 0 marks the boundary with an
+        // empty row after its first 1,000 images): the last `train_per_class` go to train.
+        let n_test = valid.len().saturating_sub(train_per_class);
+        for (i, pixels) in valid.into_iter().enumerate() {
+            if i < n_test {
                 report.test += 1;
                 test.push((label as u8, pixels));
+            } else {
+                report.train += 1;
+                train.push((label as u8, pixels));
             }
         }
         report.skipped = report.rows - report.valid;
@@ -394,18 +398,19 @@ mod tests {
 
         let train = load_raw(out.path(), Split::Train).unwrap();
         let test = load_raw(out.path(), Split::Test).unwrap();
-        // Every image carries its class in pixel 0 and its rank in pixel 1: the first 3 valid
-        // rows of each class are in train, the others in test, each exactly once.
+        // Every image carries its class in pixel 0 and its rank in pixel 1: the last 3 valid
+        // rows of each class are in train, the ones before them in test, each exactly once.
         let mut seen_train = Vec::new();
         for (i, &l) in train.labels.iter().enumerate() {
             let img = train.images.image(i).unwrap();
             assert_eq!(img[0], l);
             assert_eq!(img[783], 255);
-            assert!(img[1] < 3);
             seen_train.push((l, img[1]));
         }
         seen_train.sort();
-        let want: Vec<(u8, u8)> = (0..10).flat_map(|c| (0..3).map(move |k| (c, k))).collect();
+        let want: Vec<(u8, u8)> = (0..10u8)
+            .flat_map(|c| (2 + c % 2..5 + c % 2).map(move |k| (c, k)))
+            .collect();
         assert_eq!(seen_train, want);
         let mut seen_test = Vec::new();
         for (i, &l) in test.labels.iter().enumerate() {
@@ -415,7 +420,7 @@ mod tests {
         }
         seen_test.sort();
         let want: Vec<(u8, u8)> = (0..10u8)
-            .flat_map(|c| (3..5 + c % 2).map(move |k| (c, k)))
+            .flat_map(|c| (0..2 + c % 2).map(move |k| (c, k)))
             .collect();
         assert_eq!(seen_test, want);
         // Classes are interleaved, not grouped.
