@@ -307,7 +307,9 @@ impl Trainer {
                 progress.step = self.step;
                 progress.loss = loss;
                 progress.elapsed = start.elapsed();
-                if every > 0 && progress.call_step % every == 0 && progress.call_step != call_steps
+                if every > 0
+                    && progress.call_step.is_multiple_of(every)
+                    && progress.call_step != call_steps
                 {
                     callback(&progress, self)?;
                 }
