@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::question::{Expected, Question, QuestionSet};
+use super::question::{free, Expected, Question, QuestionSet};
 use crate::settings::{BATCH_SIZE, EPOCHS, T};
 use crate::theory::ddpm as th;
 
@@ -55,10 +55,6 @@ fn choice(accepted: &[&str], shown: &str) -> Result<Expected> {
         accepted: accepted.iter().map(|s| s.to_string()).collect(),
         shown: shown.to_string(),
     })
-}
-
-fn free() -> Result<Expected> {
-    Ok(Expected::FreeText)
 }
 
 fn q(
