@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod display;
+pub mod figures;
 pub mod forward;
 pub mod grade;
 pub mod layers;
@@ -36,6 +37,7 @@ pub mod theory;
 pub mod timesteps;
 pub mod train;
 pub mod unet;
+pub mod walkthrough;
 
 pub use device::device;
 pub use forward::{forward_step, q, q_rng, q_with_noise};

@@ -84,6 +84,34 @@ enum Command {
         /// The submission file.
         file: Option<PathBuf>,
     },
+    /// Make the figures of walkthroughs/02_diffusion.md (see diffusion::figures).
+    ///
+    /// To regenerate the committed figures from the course run's checkpoint, from the repository
+    /// root: `diffusion figures --out walkthroughs/figures --checkpoint docs/model.safetensors`
+    /// (its loss history is read from docs/losses.csv, or from --losses). Without --checkpoint
+    /// the network is first trained for --max-steps steps, and every caption says so.
+    Figures {
+        /// Output folder.
+        #[arg(long, default_value = "walkthroughs/figures")]
+        out: PathBuf,
+        /// A trained checkpoint (.safetensors); without it, train briefly first.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The checkpoint's loss history (step,loss CSV; default: losses.csv beside it).
+        #[arg(long)]
+        losses: Option<PathBuf>,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training steps when no checkpoint is given.
+        #[arg(long, default_value_t = diffusion::figures::DEFAULT_MAX_STEPS)]
+        max_steps: usize,
+        /// Images sampled and measured.
+        #[arg(long, default_value_t = diffusion::figures::DEFAULT_SAMPLES)]
+        samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
@@ -135,6 +163,31 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let out = diffusion::grade::run_grade_cli(set.as_deref(), list, file.as_deref(), json)?;
             print!("{out}");
+            Ok(())
+        }
+        Command::Figures {
+            out,
+            checkpoint,
+            losses,
+            data,
+            max_steps,
+            samples,
+            seed,
+        } => {
+            let config = diffusion::figures::FiguresConfig {
+                out,
+                checkpoint,
+                losses,
+                data,
+                max_steps,
+                samples,
+                seed,
+            };
+            let report = diffusion::figures::make_figures(&config, &device()?)?;
+            println!("{}", report.model.describe());
+            for f in &report.files {
+                println!("{}", f.display());
+            }
             Ok(())
         }
         Command::Bench { runs } => {

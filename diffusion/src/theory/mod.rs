@@ -9,6 +9,7 @@ pub mod elbo;
 pub mod embedding;
 pub mod energy;
 pub mod gaussian;
+pub mod ideal_sampler;
 pub mod latent_toy;
 pub mod montecarlo;
 pub mod shapes;
