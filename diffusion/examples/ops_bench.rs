@@ -173,9 +173,11 @@ fn phases(runs: usize) -> Result<()> {
         w.sort_by(|a, b| a.total_cmp(b));
         c.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "{name:<9} wall {:>7.1} ms, cpu {:>7.1} ms",
+            "{name:<9} wall median {:>7.1} min {:>7.1} ms, cpu median {:>7.1} min {:>7.1} ms",
             w[w.len() / 2],
-            c[c.len() / 2]
+            w[0],
+            c[c.len() / 2],
+            c[0]
         );
     }
     Ok(())

@@ -12,7 +12,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::conv::dims4;
-use super::gemm::{cpu_f32, for_each_images, row_sum, with_f32};
+use super::gemm::{cpu_f32, for_each_images, with_f32};
+use super::simd;
 
 /// Per-channel batch statistics.
 #[derive(Debug, Clone)]
@@ -22,50 +23,6 @@ pub(crate) struct Stats {
     pub var: Vec<f32>,
     /// `1 / sqrt(var + eps)`.
     pub inv_std: Vec<f32>,
-}
-
-/// `sum_p (x[p] - m)^2`.
-fn row_sq_dev(x: &[f32], m: f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let xs = x.chunks_exact(8);
-    let tail: f32 = xs.remainder().iter().map(|v| (v - m) * (v - m)).sum();
-    for xc in xs {
-        for l in 0..8 {
-            let d = xc[l] - m;
-            acc[l] += d * d;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `dy` where `y > 0`, else 0, without a branch (so that loops over it vectorise).
-#[inline(always)]
-fn relu_mask(y: f32, dy: f32) -> f32 {
-    f32::from_bits(dy.to_bits() & 0u32.wrapping_sub(u32::from(y > 0.0)))
-}
-
-/// `(sum_p g[p], sum_p g[p] (x[p] - m))` with `g = dy`, or `g = dy [y > 0]` when `RELU`.
-fn row_grad_sums<const RELU: bool>(x: &[f32], y: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
-    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-    let n = x.len() / 8 * 8;
-    for ((xc, yc), gc) in x[..n]
-        .chunks_exact(8)
-        .zip(y[..n].chunks_exact(8))
-        .zip(dy[..n].chunks_exact(8))
-    {
-        for l in 0..8 {
-            let g = if RELU { relu_mask(yc[l], gc[l]) } else { gc[l] };
-            a[l] += g;
-            b[l] += g * (xc[l] - m);
-        }
-    }
-    let (mut sa, mut sb) = (a.iter().sum::<f32>(), b.iter().sum::<f32>());
-    for p in n..x.len() {
-        let g = if RELU { relu_mask(y[p], dy[p]) } else { dy[p] };
-        sa += g;
-        sb += g * (x[p] - m);
-    }
-    (sa, sb)
 }
 
 /// The rows (`hw` values each) of channel `ch` in a `[n, c, hw]` tensor.
@@ -80,12 +37,12 @@ pub(crate) fn statistics(x: &[f32], n: usize, c: usize, hw: usize, eps: f64) -> 
         .map(|ch| {
             let mut total = 0f64;
             for row in channel_rows(x, c, hw, ch) {
-                total += row_sum(row) as f64;
+                total += simd::sum(row) as f64;
             }
             let mf = (total / m) as f32;
             let mut sq = 0f64;
             for row in channel_rows(x, c, hw, ch) {
-                sq += row_sq_dev(row, mf) as f64;
+                sq += simd::sum_sq_dev(row, mf) as f64;
             }
             let var = sq / m;
             (mf, var as f32, (1.0 / (var + eps).sqrt()) as f32)
@@ -120,16 +77,7 @@ pub(crate) fn normalize(
             .enumerate()
         {
             let ch = j % c;
-            let (m, a, b) = (mean[ch], scale[ch], shift[ch]);
-            if relu {
-                for (o, &v) in orow.iter_mut().zip(xrow) {
-                    *o = ((v - m) * a + b).max(0.0);
-                }
-            } else {
-                for (o, &v) in orow.iter_mut().zip(xrow) {
-                    *o = (v - m) * a + b;
-                }
-            }
+            simd::affine(orow, xrow, mean[ch], scale[ch], shift[ch], relu);
         }
     });
     y
@@ -157,11 +105,7 @@ pub(crate) fn backward(
                 .zip(channel_rows(y, c, hw, ch))
                 .zip(channel_rows(dy, c, hw, ch));
             for ((xr, yr), gr) in rows {
-                let (a, b) = if relu {
-                    row_grad_sums::<true>(xr, yr, gr, m)
-                } else {
-                    row_grad_sums::<false>(xr, yr, gr, m)
-                };
+                let (a, b) = simd::grad_sums(xr, yr, gr, m, relu);
                 db += a as f64;
                 dw += b as f64;
             }
@@ -170,34 +114,25 @@ pub(crate) fn backward(
         .collect();
     let count = (n * hw) as f32;
     // dx = a g + (x - mean) k + d per channel.
-    let coef: Vec<(f32, f32, f32, f32)> = (0..c)
+    let coef: Vec<[f32; 4]> = (0..c)
         .map(|ch| {
             let s = st.inv_std[ch];
             let a = weight[ch] * s;
             let (dw, db) = sums[ch];
-            (st.mean[ch], a, -a * s * dw / count, -a * db / count)
+            [st.mean[ch], a, -a * s * dw / count, -a * db / count]
         })
         .collect();
     let mut dx = vec![0f32; n * c * hw];
     for_each_images(&mut dx, c * hw, |images, out| {
         let start = images.start * c * hw;
         for (j, orow) in out.chunks_exact_mut(hw).enumerate() {
-            let (m, a, k, d) = coef[j % c];
             let base = start + j * hw;
             let (xr, yr, gr) = (
                 &x[base..base + hw],
                 &y[base..base + hw],
                 &dy[base..base + hw],
             );
-            if relu {
-                for (((o, &xv), &yv), &gv) in orow.iter_mut().zip(xr).zip(yr).zip(gr) {
-                    *o = a * relu_mask(yv, gv) + (xv - m) * k + d;
-                }
-            } else {
-                for ((o, &xv), &gv) in orow.iter_mut().zip(xr).zip(gr) {
-                    *o = a * gv + (xv - m) * k + d;
-                }
-            }
+            simd::bn_dx(orow, xr, yr, gr, coef[j % c], relu);
         }
     });
     (

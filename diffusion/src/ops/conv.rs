@@ -8,11 +8,15 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::gemm::{
-    cpu_f32, for_each_images, inner_parallelism, row_sum, sgemm, sum_over_images, with_f32, Mat,
+    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, Mat,
 };
 
 /// Fills `col` (`[c*9, h*w]`) with `col[i*9 + kh*3 + kw, y*w + x] = x[i, y+kh-1, x+kw-1]`, zero
 /// outside the image.
+///
+/// Each row of `col` is the image plane shifted by `off = (kh-1)*w + (kw-1)` in its flattened
+/// order: one copy, then zeros where the shift left the plane and, for `kw != 1`, on the column
+/// that wrapped around from the neighbouring image row.
 pub fn im2col3x3(x: &[f32], c: usize, h: usize, w: usize, col: &mut [f32]) {
     let hw = h * w;
     for i in 0..c {
@@ -20,25 +24,19 @@ pub fn im2col3x3(x: &[f32], c: usize, h: usize, w: usize, col: &mut [f32]) {
         for kh in 0..3 {
             for kw in 0..3 {
                 let row = &mut col[((i * 3 + kh) * 3 + kw) * hw..][..hw];
-                for y in 0..h {
-                    let dst = &mut row[y * w..(y + 1) * w];
-                    let sy = y + kh;
-                    if sy == 0 || sy > h {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &img[(sy - 1) * w..sy * w];
-                    match kw {
-                        0 => {
-                            dst[0] = 0.0;
-                            dst[1..].copy_from_slice(&src[..w - 1]);
-                        }
-                        1 => dst.copy_from_slice(src),
-                        _ => {
-                            dst[..w - 1].copy_from_slice(&src[1..]);
-                            dst[w - 1] = 0.0;
-                        }
-                    }
+                let off = (kh * w + kw) as isize - (w + 1) as isize;
+                let lo = (-off).clamp(0, hw as isize) as usize;
+                let hi = (hw as isize - off).clamp(0, hw as isize) as usize;
+                row[..lo].fill(0.0);
+                if lo < hi {
+                    let src = (lo as isize + off) as usize;
+                    row[lo..hi].copy_from_slice(&img[src..src + (hi - lo)]);
+                }
+                row[hi.max(lo)..].fill(0.0);
+                match kw {
+                    0 => row.iter_mut().step_by(w).for_each(|v| *v = 0.0),
+                    2 => row[w - 1..].iter_mut().step_by(w).for_each(|v| *v = 0.0),
+                    _ => {}
                 }
             }
         }
@@ -140,7 +138,7 @@ pub fn bias_grad(dy: &[f32], n: usize, o: usize, p: usize) -> Vec<f32> {
                 .iter_mut()
                 .zip(dy[img * o * p..(img + 1) * o * p].chunks_exact(p))
             {
-                *a += row_sum(row);
+                *a += super::simd::sum(row);
             }
         }
     })

@@ -109,19 +109,6 @@ pub fn sgemm(
     }
 }
 
-/// `sum_p x[p]`, in eight running sums so that the loop vectorises.
-pub fn row_sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let xs = x.chunks_exact(8);
-    let tail: f32 = xs.remainder().iter().sum();
-    for xc in xs {
-        for l in 0..8 {
-            acc[l] += xc[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Threads the kernels may use (`RAYON_NUM_THREADS`, else the machine's cores).
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
