@@ -17,12 +17,32 @@
 //! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
 //! error that says what was expected, never a panic.
 
+pub mod batch;
+pub mod bench;
+pub mod checkpoint;
 pub mod device;
+pub mod forward;
+pub mod layers;
+pub mod loss;
+pub mod npy;
+pub mod ops;
+pub mod reverse;
+pub mod rng;
+pub mod sample;
 pub mod schedule;
 pub mod timesteps;
+pub mod train;
+pub mod unet;
 
 pub use device::device;
+pub use forward::{forward_step, q, q_rng, q_with_noise};
+pub use loss::{get_loss, get_loss_with_noise};
+pub use reverse::{reverse_q, reverse_q_with_noise};
+pub use rng::Rng;
+pub use sample::{sample_ddim, sample_images, Samples};
 pub use schedule::Schedule;
+pub use train::{Progress, TrainConfig, Trainer};
+pub use unet::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 
 /// The course's settings (notebook 02).
 pub mod settings {

@@ -137,15 +137,17 @@ impl Schedule {
             let x = (i as f64 / t as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2;
             x.cos().powi(2)
         };
-        let betas = (0..t)
-            .map(|i| (1.0 - f(i + 1) / f(i)).min(0.999))
-            .collect();
+        let betas = (0..t).map(|i| (1.0 - f(i + 1) / f(i)).min(0.999)).collect();
         Self::from_betas(betas, device)
     }
 
     /// A schedule from any betas in (0, 1).
     pub fn from_betas(b: Vec<f64>, device: &Device) -> Result<Self> {
-        if let Some((i, b)) = b.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
+        if let Some((i, b)) = b
+            .iter()
+            .enumerate()
+            .find(|(_, b)| !(**b > 0.0 && **b < 1.0))
+        {
             bail!("beta must lie in (0, 1); beta[{i}] = {b}");
         }
         let host = ScheduleValues::from_betas(b);

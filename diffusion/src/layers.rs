@@ -1,0 +1,200 @@
+//! The building blocks of the U-Net, with PyTorch's parameter names, shapes and initialisation.
+//!
+//! Each layer creates its tensors through a [`VarBuilder`], so a `VarMap` behind it holds them
+//! under the names of PyTorch's `state_dict` (`weight`, `bias`, `running_mean`, ...).
+//! Initialisation follows PyTorch's defaults: weights and biases of convolutions and linear
+//! layers are drawn from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; BatchNorm starts at weight 1,
+//! bias 0, running mean 0 and running variance 1.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+fn uniform(bound: f64) -> Init {
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// `y = x W^T + b`, PyTorch's `nn.Linear` (weight `[out, in]`).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let init = uniform(1.0 / (in_dim as f64).sqrt());
+        Ok(Self {
+            weight: vb.get_with_hints((out_dim, in_dim), "weight", init)?,
+            bias: vb.get_with_hints(out_dim, "bias", init)?,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// A 3x3 convolution with stride 1 and padding 1, PyTorch's `nn.Conv2d(in, out, 3, padding=1)`
+/// (weight `[out, in, 3, 3]`): `y[o] = b[o] + sum_i W[o, i] * x[i]` (cross-correlation).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Conv2d {
+    pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
+        let init = uniform(1.0 / ((in_ch * 9) as f64).sqrt());
+        Ok(Self {
+            weight: vb.get_with_hints((out_ch, in_ch, 3, 3), "weight", init)?,
+            bias: vb.get_with_hints(out_ch, "bias", init)?,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::conv3x3(x, &self.weight, &self.bias)
+    }
+}
+
+/// A 3x3 transposed convolution with stride 2, padding 1 and output padding 1, which doubles the
+/// side: PyTorch's `nn.ConvTranspose2d(in, out, 3, 2, 1, 1)` (weight `[in, out, 3, 3]`).
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl ConvTranspose2d {
+    pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
+        // PyTorch computes fan_in from weight.size(1) * k * k = out * 9.
+        let init = uniform(1.0 / ((out_ch * 9) as f64).sqrt());
+        Ok(Self {
+            weight: vb.get_with_hints((in_ch, out_ch, 3, 3), "weight", init)?,
+            bias: vb.get_with_hints(out_ch, "bias", init)?,
+        })
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        crate::ops::conv_transpose3x3_s2(x, &self.weight, &self.bias)
+    }
+}
+
+/// PyTorch's `nn.BatchNorm2d(c)` (momentum 0.1, eps 1e-5).
+///
+/// Training: `y = (x - mean_B) / sqrt(var_B + eps) * weight + bias` with the batch's mean and
+/// biased variance over `(N, H, W)`, and the running statistics move towards the batch's:
+/// `running = (1 - momentum) * running + momentum * batch` (with the unbiased variance), while
+/// `num_batches_tracked` counts the updates. Evaluation uses the running statistics instead.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: candle_core::Var,
+    pub running_var: candle_core::Var,
+    pub num_batches_tracked: candle_core::Var,
+}
+
+/// BatchNorm's momentum, as in PyTorch.
+pub const BN_MOMENTUM: f64 = 0.1;
+/// BatchNorm's epsilon, as in PyTorch.
+pub const BN_EPS: f64 = 1e-5;
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let var = |t: Tensor| -> Result<candle_core::Var> {
+            if !t.is_variable() {
+                bail!("BatchNorm statistics must be created through a VarMap-backed VarBuilder");
+            }
+            Ok(candle_core::Var::from_tensor(&t)?)
+        };
+        Ok(Self {
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            running_mean: var(vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?,
+            running_var: var(vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?,
+            num_batches_tracked: var(vb.get_with_hints_dtype(
+                (),
+                "num_batches_tracked",
+                Init::Const(0.0),
+                DType::I64,
+            )?)?,
+        })
+    }
+
+    /// Normalises `x` of shape `[N, C, H, W]`: with batch statistics (and an update of the running
+    /// ones) when `train`, with the running statistics otherwise.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let (n, _, h, w) = x.dims4()?;
+        if train {
+            let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
+            let count = (n * h * w) as f64;
+            let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
+            let m = BN_MOMENTUM;
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+            let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+            self.running_mean.set(&rm.detach())?;
+            self.running_var.set(&rv.detach())?;
+            let nbt = (self.num_batches_tracked.as_tensor() + 1.0)?;
+            self.num_batches_tracked.set(&nbt)?;
+            Ok(y)
+        } else {
+            let shape = (1, c, 1, 1);
+            let scale = (self
+                .weight
+                .broadcast_div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?))?
+            .detach();
+            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
+            x.broadcast_mul(&scale.reshape(shape)?)?
+                .broadcast_add(&shift.reshape(shape)?)
+        }
+    }
+}
+
+/// 2x2 max pooling with stride 2 (PyTorch's `nn.MaxPool2d(2)`), whose gradient goes, whole, to
+/// the maximum of each window (candle 0.11's own `max_pool2d` passes only a quarter of it).
+pub fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
+    crate::ops::max_pool2x2(x)
+}
+
+/// `max(x, 0)`.
+pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.relu()
+}
+
+/// Flattens all dimensions after the first: `[N, ...] -> [N, prod(...)]`.
+pub fn flatten(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.flatten_from(1)
+}
+
+/// The reverse of [`flatten`]: `[N, prod(shape)] -> [N, shape...]`.
+pub fn unflatten(x: &Tensor, shape: &[usize]) -> candle_core::Result<Tensor> {
+    let mut dims = vec![x.dim(0)?];
+    dims.extend_from_slice(shape);
+    x.reshape(dims)
+}
+
+/// Concatenates on the channel dimension: PyTorch's `torch.cat((a, b), 1)`.
+pub fn cat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    Tensor::cat(&[a, b], 1)
+}
+
+/// Mean of squared differences: PyTorch's `F.mse_loss`.
+pub fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    (a - b)?.sqr()?.mean_all()
+}
+
+#[allow(dead_code)]
+fn last_dim(x: &Tensor) -> candle_core::Result<usize> {
+    x.dim(D::Minus1)
+}

@@ -1,0 +1,141 @@
+//! Sampling: start from pure noise and apply the reverse step `T` times.
+//!
+//! [`sample_images`] is the course's DDPM sampler (`t = T-1, ..., 0`); it keeps snapshots along
+//! the way for the strips "noise → image". [`sample_ddim`] is DDIM (Song et al. 2021) with
+//! `eta = 0`: deterministic, and able to skip timesteps:
+//!
+//! ```text
+//! x0_hat  = (x_t - sqrt(1 - a_bar_t) e_t) / sqrt(a_bar_t)            (clipped to [-1, 1])
+//! x_prev  = sqrt(a_bar_prev) x0_hat + sqrt(1 - a_bar_prev) e_t       (a_bar_prev = 1 after t = 0)
+//! ```
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+
+use crate::{reverse_q, Rng, Schedule, UNet};
+
+/// The result of sampling `n` images.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// The generated images `[n, C, H, W]`, in about [-1, 1].
+    pub images: Tensor,
+    /// Snapshots `[n, C, H, W]` taken along the way, the first being the starting noise.
+    pub frames: Vec<Tensor>,
+    /// The timestep each snapshot was taken after (`None` for the starting noise).
+    pub frame_steps: Vec<Option<usize>>,
+}
+
+impl Samples {
+    /// The strips: for each image, its snapshots in a row, as `[n * frames, C, H, W]` (lay them
+    /// out with `frames.len()` columns).
+    pub fn strips(&self) -> Result<Tensor> {
+        let stacked = Tensor::stack(&self.frames, 1)?; // [n, frames, C, H, W]
+        Ok(stacked.flatten_to(1)?)
+    }
+}
+
+/// Which of `0..t_total` the strip shows: `ncols` evenly spaced timesteps from high to low,
+/// ending at 0 (for T = 150 and 15 columns: 140, 130, ..., 0).
+pub fn strip_steps(t_total: usize, ncols: usize) -> Vec<usize> {
+    (0..ncols)
+        .rev()
+        .map(|k| (k as f64 * t_total as f64 / ncols as f64).round() as usize)
+        .map(|s| s.min(t_total - 1))
+        .collect()
+}
+
+fn check_sampling(model: &UNet, schedule: &Schedule, n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("asked for 0 images: n must be at least 1");
+    }
+    if model.config.t != schedule.len() {
+        bail!(
+            "the model was built for T = {} but the schedule has {} steps",
+            model.config.t,
+            schedule.len()
+        );
+    }
+    Ok(())
+}
+
+fn start_noise(model: &UNet, n: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let c = model.config;
+    rng.randn((n, c.img_ch, c.img_size, c.img_size), device)
+}
+
+/// The course's `sample_images`: draws `n` images with the DDPM reverse process (evaluation
+/// mode), keeping the starting noise and `ncols` snapshots (`ncols + 1` frames).
+pub fn sample_images(
+    model: &UNet,
+    schedule: &Schedule,
+    n: usize,
+    ncols: usize,
+    rng: &mut Rng,
+) -> Result<Samples> {
+    check_sampling(model, schedule, n)?;
+    let device = schedule.device();
+    let keep = strip_steps(schedule.len(), ncols.max(1));
+    let mut x = start_noise(model, n, rng, device)?;
+    let mut frames = vec![x.clone()];
+    let mut frame_steps = vec![None];
+    for t in (0..schedule.len()).rev() {
+        let t_batch = Tensor::full(t as u32, n, device)?;
+        let e_t = model.forward_t(&x, &t_batch, false)?;
+        x = reverse_q(schedule, &x, t, &e_t, rng)?;
+        if ncols > 0 && keep.contains(&t) {
+            frames.push(x.clone());
+            frame_steps.push(Some(t));
+        }
+    }
+    Ok(Samples {
+        images: x,
+        frames,
+        frame_steps,
+    })
+}
+
+/// The timesteps DDIM visits: `steps` values evenly spaced over `0..T`, from high to low.
+pub fn ddim_timesteps(t_total: usize, steps: usize) -> Result<Vec<usize>> {
+    if steps == 0 || steps > t_total {
+        bail!("DDIM needs between 1 and T = {t_total} steps, got {steps}");
+    }
+    let mut ts: Vec<usize> = (0..steps)
+        .map(|i| ((i as f64) * (t_total - 1) as f64 / (steps - 1).max(1) as f64).round() as usize)
+        .collect();
+    ts.dedup();
+    ts.reverse();
+    Ok(ts)
+}
+
+/// DDIM sampling with `eta = 0` in `steps` steps (deterministic given the starting noise),
+/// keeping the starting noise and every step's result as frames.
+pub fn sample_ddim(
+    model: &UNet,
+    schedule: &Schedule,
+    n: usize,
+    steps: usize,
+    rng: &mut Rng,
+) -> Result<Samples> {
+    check_sampling(model, schedule, n)?;
+    let device = schedule.device();
+    let ts = ddim_timesteps(schedule.len(), steps)?;
+    let a_bar = &schedule.values().a_bar;
+    let mut x = start_noise(model, n, rng, device)?;
+    let mut frames = vec![x.clone()];
+    let mut frame_steps = vec![None];
+    for (i, &t) in ts.iter().enumerate() {
+        let t_batch = Tensor::full(t as u32, n, device)?;
+        let e_t = model.forward_t(&x, &t_batch, false)?;
+        let x0_hat =
+            ((&x - (&e_t * (1.0 - a_bar[t]).sqrt())?)? / a_bar[t].sqrt())?.clamp(-1f32, 1f32)?;
+        let a_prev = ts.get(i + 1).map(|&p| a_bar[p]).unwrap_or(1.0);
+        x = ((x0_hat * a_prev.sqrt())? + (e_t * (1.0 - a_prev).sqrt())?)?;
+        frames.push(x.clone());
+        frame_steps.push(Some(t));
+    }
+    Ok(Samples {
+        images: x,
+        frames,
+        frame_steps,
+    })
+}

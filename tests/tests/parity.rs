@@ -1,0 +1,180 @@
+//! Parity with the PyTorch original: the fixtures in `tests/fixtures/` were written by
+//! `tests/fixtures/make_fixtures.py` from the course's network in PyTorch. The same weights must
+//! give the same outputs (relative error <= 1e-4), loss, gradients (<= 1e-3) and running
+//! statistics.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use diffusion::checkpoint::{load_unet, new_unet, read_tensors, state_dict};
+use diffusion::unet::is_trainable;
+use diffusion::{get_loss_with_noise, q_with_noise, reverse_q_with_noise, Schedule};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+fn parity() -> HashMap<String, Tensor> {
+    read_tensors(&fixture("parity.safetensors")).unwrap()
+}
+
+/// `|a - b| / |b|` over the whole tensor (Frobenius norms).
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.to_dtype(DType::F64).unwrap();
+    let b = b.to_dtype(DType::F64).unwrap();
+    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn norm(a: &Tensor) -> f64 {
+    a.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt()
+}
+
+#[test]
+fn schedule_matches_pytorch() {
+    let p = parity();
+    let s = Schedule::course(&Device::Cpu).unwrap();
+    for (name, t) in [
+        ("B", &s.b),
+        ("a", &s.a),
+        ("a_bar", &s.a_bar),
+        ("sqrt_a_bar", &s.sqrt_a_bar),
+        ("sqrt_one_minus_a_bar", &s.sqrt_one_minus_a_bar),
+        ("sqrt_a_inv", &s.sqrt_a_inv),
+        ("pred_noise_coeff", &s.pred_noise_coeff),
+    ] {
+        let e = rel_err(t, &p[&format!("schedule.{name}")]);
+        assert!(e < 1e-6, "schedule.{name}: relative error {e}");
+    }
+}
+
+#[test]
+fn q_matches_pytorch() {
+    let p = parity();
+    let s = Schedule::course(&Device::Cpu).unwrap();
+    let x_t = q_with_noise(&s, &p["x0"], &p["t"], &p["noise"]).unwrap();
+    let e = rel_err(&x_t, &p["x_t"]);
+    assert!(e < 1e-6, "q: relative error {e}");
+}
+
+#[test]
+fn reverse_q_matches_pytorch() {
+    let p = parity();
+    let s = Schedule::course(&Device::Cpu).unwrap();
+    for t in [0usize, 1, 149] {
+        let r = reverse_q_with_noise(&s, &p["reverse.x_t"], t, &p["reverse.e_t"], &p["reverse.z"]).unwrap();
+        let e = rel_err(&r, &p[&format!("reverse.t{t}")]);
+        assert!(e < 1e-6, "reverse_q at t = {t}: relative error {e}");
+    }
+}
+
+#[test]
+fn evaluation_output_matches_pytorch() {
+    let p = parity();
+    let (unet, _) = load_unet(&fixture("weights.safetensors"), &Device::Cpu).unwrap();
+    let out = unet.forward_t(&p["x_t"], &p["t"], false).unwrap();
+    let e = rel_err(&out, &p["out_eval"]);
+    assert!(e <= 1e-4, "evaluation output: relative error {e}");
+}
+
+/// One training-mode pass on the fixture's weights, as the fixture script did it:
+/// `out = model(x_t, t)`, `loss = mse(out, noise)`, gradients of `loss`.
+fn train_pass() -> (HashMap<String, Tensor>, Tensor, Tensor, GradStore, diffusion::UNet, candle_nn::VarMap) {
+    let p = parity();
+    let (unet, varmap) = load_unet(&fixture("weights.safetensors"), &Device::Cpu).unwrap();
+    let out = unet.forward_t(&p["x_t"], &p["t"], true).unwrap();
+    let loss = diffusion::layers::mse(&out, &p["noise"]).unwrap();
+    let grads = loss.backward().unwrap();
+    (p, out, loss, grads, unet, varmap)
+}
+
+#[test]
+fn get_loss_matches_pytorch() {
+    let p = parity();
+    let s = Schedule::course(&Device::Cpu).unwrap();
+    let (unet, _) = load_unet(&fixture("weights.safetensors"), &Device::Cpu).unwrap();
+    let loss = get_loss_with_noise(&unet, &s, &p["x0"], &p["t"], &p["noise"]).unwrap();
+    let e = rel_err(&loss, &p["loss"]);
+    assert!(e <= 1e-4, "get_loss: relative error {e}");
+}
+
+#[test]
+fn training_output_loss_gradients_and_statistics_match_pytorch() {
+    let (p, out, loss, grads, unet, varmap) = train_pass();
+    let e = rel_err(&out, &p["out_train"]);
+    assert!(e <= 1e-4, "training output: relative error {e}");
+    let e = rel_err(&loss, &p["loss"]);
+    assert!(e <= 1e-4, "loss: relative error {e}");
+
+    // Gradients: every trainable parameter. A bias feeding a BatchNorm has a true gradient of
+    // zero; it is measured against the norm of all gradients.
+    let data = varmap.data().lock().unwrap();
+    let all: f64 = p
+        .iter()
+        .filter(|(k, _)| k.starts_with("grad."))
+        .map(|(_, g)| norm(g).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut checked = 0;
+    for (name, var) in data.iter().filter(|(n, _)| is_trainable(n)) {
+        let want = &p[&format!("grad.{name}")];
+        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let scale = norm(want);
+        let diff = norm(&(got - want).unwrap());
+        let e = if scale > 1e-3 * all { diff / scale } else { diff / all };
+        assert!(e <= 1e-3, "gradient of {name}: relative error {e} (|grad| = {scale}, all = {all})");
+        checked += 1;
+    }
+    assert_eq!(checked, data.iter().filter(|(n, _)| is_trainable(n)).count());
+    assert!(checked >= 50);
+
+    // Running statistics after the one training pass of the loss.
+    for (prefix, bn) in unet.batch_norms() {
+        let e = rel_err(bn.running_mean.as_tensor(), &p[&format!("after_train.{prefix}.running_mean")]);
+        assert!(e <= 1e-4, "{prefix}.running_mean: {e}");
+        let e = rel_err(bn.running_var.as_tensor(), &p[&format!("after_train.{prefix}.running_var")]);
+        assert!(e <= 1e-4, "{prefix}.running_var: {e}");
+        let n: i64 = bn.num_batches_tracked.as_tensor().to_scalar().unwrap();
+        let want: i64 = p[&format!("after_train.{prefix}.num_batches_tracked")].to_scalar().unwrap();
+        assert_eq!(n, want, "{prefix}.num_batches_tracked");
+    }
+}
+
+#[test]
+fn max_pool_gradient_is_pytorchs_whole_gradient() {
+    let p = parity();
+    let x = candle_core::Var::from_tensor(&p["pool.x"]).unwrap();
+    let y = diffusion::layers::max_pool2x2(x.as_tensor()).unwrap();
+    let loss = (y * &p["pool.grad_out"]).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let ours = g.get(x.as_tensor()).unwrap();
+    let e = rel_err(ours, &p["pool.grad_in"]);
+    assert!(e < 1e-6, "max-pool gradient: relative error {e}");
+
+    // candle 0.11's own max_pool2d passes a quarter of it: this is why the crate has its own.
+    let y = x.as_tensor().max_pool2d(2).unwrap();
+    let loss = (y * &p["pool.grad_out"]).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let candle = g.get(x.as_tensor()).unwrap();
+    let quarter = (&p["pool.grad_in"] * 0.25).unwrap();
+    assert!(rel_err(candle, &quarter) < 1e-6, "candle's max_pool2d backward changed: re-check");
+}
+
+#[test]
+fn checkpoint_written_here_has_pytorch_keys_shapes_and_dtypes() {
+    let want = read_tensors(&fixture("weights.safetensors")).unwrap();
+    let (_, varmap) = new_unet(&Device::Cpu).unwrap();
+    let ours = state_dict(&varmap).unwrap();
+    let mut a: Vec<_> = want.keys().collect();
+    let mut b: Vec<_> = ours.keys().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    for (k, t) in &want {
+        assert_eq!(t.dims(), ours[k].dims(), "{k}");
+        assert_eq!(t.dtype(), ours[k].dtype(), "{k}");
+    }
+}
