@@ -286,15 +286,17 @@ impl Trainer {
             elapsed: Duration::ZERO,
         };
         'epochs: for _ in 0..self.config.epochs {
-            let order = crate::batch::shuffled_batches(n, self.config.batch_size, &mut self.rng);
+            let order =
+                crate::data::Batches::with_rng(n, self.config.batch_size, self.rng.inner())?;
             for batch in order {
                 if progress.call_step == call_steps {
                     break 'epochs;
                 }
+                let batch: Vec<u32> = batch.into_iter().map(|i| i as u32).collect();
                 let idx = Tensor::from_vec(batch, self.config.batch_size, &device)?;
                 let mut x_0 = images.index_select(&idx, 0)?;
                 if self.config.hflip {
-                    x_0 = crate::batch::random_hflip(&x_0, &mut self.rng)?;
+                    x_0 = crate::data::random_hflip(&x_0, self.rng.inner())?;
                 }
                 let loss = self.train_step(&x_0)?;
                 progress.call_step += 1;

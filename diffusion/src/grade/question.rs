@@ -7,12 +7,23 @@
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expected {
     /// A number, accepted within `abs_tol + rel_tol * |value|`.
-    Number { value: f64, abs_tol: f64, rel_tol: f64 },
+    Number {
+        value: f64,
+        abs_tol: f64,
+        rel_tol: f64,
+    },
     /// A vector (or a shape), element by element with the same tolerance rule.
-    Vector { values: Vec<f64>, abs_tol: f64, rel_tol: f64 },
+    Vector {
+        values: Vec<f64>,
+        abs_tol: f64,
+        rel_tol: f64,
+    },
     /// One of a few accepted forms (matched case-insensitively, surrounding spaces ignored);
     /// `shown` is the form the report prints as the expected answer.
-    Choice { accepted: Vec<String>, shown: String },
+    Choice {
+        accepted: Vec<String>,
+        shown: String,
+    },
     /// Free text: graded by hand (`manual`), with a link to the worked answer.
     FreeText,
 }
