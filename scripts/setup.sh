@@ -77,7 +77,7 @@ fi
 if [ "$have_data" = 0 ]; then
     if [ -f "$ROOT/diffusion/src/main.rs" ]; then
         say "fetching FashionMNIST into data/fashion-mnist"
-        cargo run --release --quiet -p diffusion -- data
+        cargo run --quiet -p diffusion -- data  # the test build's profile: no second compile
     else
         say "WARNING: the diffusion command line is not there yet; data not fetched"
     fi
