@@ -138,15 +138,7 @@ impl BatchNorm2d {
         let (n, _, h, w) = x.dims4()?;
         if train {
             let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
-            let count = (n * h * w) as f64;
-            let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
-            let m = BN_MOMENTUM;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
-            let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&rm.detach())?;
-            self.running_var.set(&rv.detach())?;
-            let nbt = (self.num_batches_tracked.as_tensor() + 1.0)?;
-            self.num_batches_tracked.set(&nbt)?;
+            self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
             let shape = (1, c, 1, 1);
@@ -159,6 +151,78 @@ impl BatchNorm2d {
                 .broadcast_add(&shift.reshape(shape)?)
         }
     }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var` (over `count`
+    /// values per channel) and counts the batch.
+    fn record(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
+        let count = count as f64;
+        let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
+        let m = BN_MOMENTUM;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&rm.detach())?;
+        self.running_var.set(&rv.detach())?;
+        let nbt = (self.num_batches_tracked.as_tensor() + 1.0)?;
+        self.num_batches_tracked.set(&nbt)
+    }
+
+    /// `relu(self.forward_t(conv(x), train))` for the convolution `kind` with kernel `w` and bias
+    /// `b`; in training the three run as one kernel.
+    fn after_conv(
+        &self,
+        kind: crate::ops::ConvKind,
+        w: &Tensor,
+        b: &Tensor,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        use crate::ops::{conv3x3, conv_bn_relu_train, conv_transpose3x3_s2, ConvKind};
+        if train {
+            let (y, mean, var) =
+                conv_bn_relu_train(kind, x, w, b, &self.weight, &self.bias, BN_EPS)?;
+            let (n, _, h, w) = y.dims4()?;
+            self.record(&mean, &var, n * h * w)?;
+            Ok(y)
+        } else {
+            let z = match kind {
+                ConvKind::Conv3x3 => conv3x3(x, w, b)?,
+                ConvKind::Transpose3x3S2 => conv_transpose3x3_s2(x, w, b)?,
+            };
+            self.forward_t(&z, false)?.relu()
+        }
+    }
+}
+
+/// `relu(bn(conv(x)))`, PyTorch's `Conv2d → BatchNorm2d → ReLU`.
+pub fn conv_bn_relu(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    train: bool,
+) -> candle_core::Result<Tensor> {
+    bn.after_conv(
+        crate::ops::ConvKind::Conv3x3,
+        &conv.weight,
+        &conv.bias,
+        x,
+        train,
+    )
+}
+
+/// `relu(bn(conv_transpose(x)))`, PyTorch's `ConvTranspose2d → BatchNorm2d → ReLU`.
+pub fn conv_transpose_bn_relu(
+    conv: &ConvTranspose2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    train: bool,
+) -> candle_core::Result<Tensor> {
+    bn.after_conv(
+        crate::ops::ConvKind::Transpose3x3S2,
+        &conv.weight,
+        &conv.bias,
+        x,
+        train,
+    )
 }
 
 /// 2x2 max pooling with stride 2 (PyTorch's `nn.MaxPool2d(2)`), whose gradient goes, whole, to

@@ -1,7 +1,5 @@
-//! The numerical kernels behind the layers.
-//!
-//! These are written with candle's tensor operations, so autograd differentiates them. Each
-//! has the same meaning as its PyTorch counterpart; `layers` calls nothing else.
+//! The kernels written with candle's tensor operations, which autograd differentiates: they run
+//! on every device and dtype, and serve as the reference the fast CPU kernels are tested against.
 
 use candle_core::{Result, Tensor};
 
