@@ -16,7 +16,8 @@
 //! | `README.md` | captions, where the model came from, and the measured numbers | |
 //!
 //! The model is the checkpoint given with `--checkpoint`; its loss history is `--losses`, else
-//! the `losses.csv` that `diffusion train` writes beside the checkpoint. Without a checkpoint the
+//! the `losses.csv` that `diffusion train` writes beside the checkpoint (or the only
+//! `losses*.csv` there, as `docs/losses-3-epochs.csv` beside `docs/model.safetensors`). Without a checkpoint the
 //! command trains the course's network for `--max-steps` steps (default
 //! [`DEFAULT_MAX_STEPS`]) and says so in every caption. Every random draw comes from
 //! [`Rng::new(seed)`](crate::Rng), so a run is repeatable.
@@ -147,7 +148,10 @@ impl ModelSource {
     pub fn describe(&self) -> String {
         match self {
             ModelSource::Checkpoint { path, steps } => {
-                format!("model: checkpoint {} ({steps} training steps)", file_name(path))
+                format!(
+                    "model: checkpoint {} ({steps} training steps)",
+                    file_name(path)
+                )
             }
             ModelSource::Brief { steps } => format!(
                 "model: trained by `diffusion figures` for only {steps} steps (no checkpoint given)"
@@ -183,6 +187,36 @@ pub struct FiguresReport {
     pub samples: Vec<(String, usize, PixelStats)>,
 }
 
+/// The loss history beside a checkpoint: `losses.csv` if it is there, else the only file named
+/// `losses*.csv` in the same folder (such as `docs/losses-3-epochs.csv`), else `losses.csv`
+/// (which then fails to read, with a message that says what to pass).
+pub fn losses_beside(checkpoint: &Path) -> PathBuf {
+    let dir = checkpoint
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let plain = dir.join("losses.csv");
+    if plain.is_file() {
+        return plain;
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("losses") && n.ends_with(".csv"))
+        })
+        .collect();
+    match found.len() {
+        1 => found.remove(0),
+        _ => plain,
+    }
+}
+
 /// Reads a `step,loss` CSV (the `losses.csv` of `diffusion train`).
 pub fn read_losses(path: &Path) -> Result<Vec<(usize, f64)>> {
     let text = std::fs::read_to_string(path).with_context(|| {
@@ -198,7 +232,10 @@ pub fn read_losses(path: &Path) -> Result<Vec<(usize, f64)>> {
             continue;
         }
         let parsed = line.split_once(',').and_then(|(s, l)| {
-            Some((s.trim().parse::<usize>().ok()?, l.trim().parse::<f64>().ok()?))
+            Some((
+                s.trim().parse::<usize>().ok()?,
+                l.trim().parse::<f64>().ok()?,
+            ))
         });
         match parsed {
             Some(p) => out.push(p),
@@ -307,15 +344,60 @@ pub fn forward_trajectory(schedule: &Schedule, x_0: &Tensor, rng: &mut Rng) -> R
 }
 
 /// The DDPM sampler started from a given `x` at `t = T-1` (the course's `reverse_q` at every step).
-pub fn ddpm_from(model: &UNet, schedule: &Schedule, x_start: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+pub fn ddpm_from(
+    model: &UNet,
+    schedule: &Schedule,
+    x_start: &Tensor,
+    rng: &mut Rng,
+) -> Result<Tensor> {
     let n = x_start.dim(0)?;
     let mut x = x_start.clone();
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, x.device())?;
         let e_t = model.forward_t(&x, &t_batch, false)?;
-        x = reverse_q(schedule, &x, t, &e_t, rng)?;
+        // detached: no gradient history is kept from one step to the next
+        x = reverse_q(schedule, &x, t, &e_t.detach(), rng)?.detach();
     }
     Ok(x)
+}
+
+/// Offsets added to `--seed` for each random source of a run, so each is repeatable on its own:
+/// the forward grid uses the seed itself.
+pub const SEED_STRIPS: u64 = 1;
+/// The noise of the loss-by-timestep measurement.
+pub const SEED_LOSS_BY_T: u64 = 2;
+/// The starting noise of `ddpm_vs_ddim.png` (through [`in_chunks`]).
+pub const SEED_COMPARE: u64 = 3;
+/// The starting noise of the measured DDPM and DDIM samples (through [`in_chunks`]).
+pub const SEED_SAMPLES: u64 = 4;
+/// The noise of the true `x_149` and of the DDPM run from it.
+pub const SEED_TRUE_START: u64 = 5;
+
+/// Images per call of a sampler in [`in_chunks`].
+pub const CHUNK: usize = 8;
+
+/// `n` images drawn [`CHUNK`] at a time and concatenated, chunk `k` with its own generator
+/// `Rng::new(1000 seed + k)`: two samplers given the same `seed` start from the same noise, and
+/// no call holds more than `CHUNK` images' worth of intermediate tensors.
+pub fn in_chunks(
+    n: usize,
+    seed: u64,
+    mut draw: impl FnMut(usize, &mut Rng) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut parts = vec![];
+    let mut k = 0u64;
+    while parts.len() * CHUNK < n {
+        let m = CHUNK.min(n - parts.len() * CHUNK);
+        parts.push(draw(
+            m,
+            &mut Rng::new(seed.wrapping_mul(1000).wrapping_add(k)),
+        )?);
+        k += 1;
+    }
+    if parts.is_empty() {
+        bail!("asked for 0 images");
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// The timesteps at which the loss is measured: 0, 10, ..., 140 and T-1.
@@ -327,7 +409,7 @@ pub fn loss_timesteps(t_total: usize) -> Vec<usize> {
     ts
 }
 
-/// The best loss at `t` of a predictor that sees each pixel alone, with pixel `i` modelled as
+/// The best loss at `t` of a linear predictor that sees each pixel alone, with pixel `i` modelled as
 /// `N(m_i, s2_i)`: `mean_i a_bar s2_i / (a_bar s2_i + 1 - a_bar)`
 /// (see [`crate::theory::ideal_sampler::min_noise_mse`]).
 pub fn per_pixel_floor(a_bar: f64, pixel_vars: &[f64]) -> f64 {
@@ -355,11 +437,10 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     // a checkpoint's loss history is read first, so that a missing one fails before any work
     let checkpoint_losses = match &config.checkpoint {
         Some(path) => {
-            let loss_path = config.losses.clone().unwrap_or_else(|| {
-                path.parent()
-                    .unwrap_or(Path::new("."))
-                    .join("losses.csv")
-            });
+            let loss_path = match &config.losses {
+                Some(p) => p.clone(),
+                None => losses_beside(path),
+            };
             Some(read_losses(&loss_path).with_context(|| {
                 format!(
                     "the loss curve needs the checkpoint's loss history; none at {}",
@@ -396,7 +477,10 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     let test_images = test.images.narrow(0, 0, n)?.to_device(device)?;
 
     // 1. schedules
-    save("schedules.svg", schedules_chart(t_total, device)?.to_svg()?.into_bytes())?;
+    save(
+        "schedules.svg",
+        schedules_chart(t_total, device)?.to_svg()?.into_bytes(),
+    )?;
 
     // 2. forward grid of the first training image
     let (x_0, label) = train.batch(&[0])?;
@@ -466,13 +550,21 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
 
     // 3. reverse strips
     let rows = STRIP_ROWS.min(n);
-    let strips = sample_images(&model, &schedule, rows, NCOLS, &mut Rng::new(config.seed + 1))?;
+    let strips = sample_images(
+        &model,
+        &schedule,
+        rows,
+        NCOLS,
+        &mut Rng::new(config.seed + SEED_STRIPS),
+    )?;
     let strip_steps: Vec<String> = strips
         .frame_steps
         .iter()
         .map(|s| s.map_or("noise".to_string(), |t| t.to_string()))
         .collect();
     let grid = ImageGrid::new(&strips.strips()?.clamp(-1f32, 1f32)?, strips.frames.len())?;
+    // the frames carry the sampler's gradient history; the grid holds a copy of the pixels
+    drop(strips);
     save(
         "reverse_strip.png",
         labeled_png(
@@ -492,14 +584,22 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     let smooth = moving_average(&points, window)?;
     let pixel_vars = pixel_variances(&train.images)?;
     let v = schedule.values();
-    let floor_avg = v.a_bar.iter().map(|ab| per_pixel_floor(*ab, &pixel_vars)).sum::<f64>()
+    let floor_avg = v
+        .a_bar
+        .iter()
+        .map(|ab| per_pixel_floor(*ab, &pixel_vars))
+        .sum::<f64>()
         / t_total as f64;
     let (first, last) = (points[0].0, points[points.len() - 1].0);
     let chart = LineChart::new("Training loss (MSE between true and predicted noise)")
         .x_label(format!("step ({who})"))
         .y_label("loss")
         .size(820, 420)
-        .with(Series::new("loss of each batch", points.clone()).color(31, 119, 180).faint())
+        .with(
+            Series::new("loss of each batch", points.clone())
+                .color(31, 119, 180)
+                .faint(),
+        )
         .with(
             Series::new(format!("moving average ({window} steps)"), smooth)
                 .color(214, 39, 40)
@@ -507,7 +607,7 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
         )
         .with(
             Series::new(
-                "best predictor that sees one pixel at a time",
+                "best linear predictor that sees one pixel at a time",
                 [(first, floor_avg), (last, floor_avg)],
             )
             .color(44, 160, 44),
@@ -516,7 +616,7 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
 
     // 5. loss by timestep, on test images, evaluation mode
     let mut loss_by_t = vec![];
-    let mut noise_rng = Rng::new(config.seed + 2);
+    let mut noise_rng = Rng::new(config.seed + SEED_LOSS_BY_T);
     for t in loss_timesteps(t_total) {
         let noise = noise_rng.randn_like(&test_images)?;
         let t_batch = Tensor::full(t as u32, n, device)?;
@@ -529,20 +629,29 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
         .x_label(format!("timestep t ({who})"))
         .y_label("MSE")
         .size(820, 420)
-        .with(Series::new("the model", loss_by_t.iter().map(|(t, l, _)| (*t as f64, *l))))
         .with(Series::new(
-            "best predictor that sees one pixel at a time",
+            "the model",
+            loss_by_t.iter().map(|(t, l, _)| (*t as f64, *l)),
+        ))
+        .with(Series::new(
+            "best linear predictor that sees one pixel at a time",
             loss_by_t.iter().map(|(t, _, f)| (*t as f64, *f)),
         ));
     save("loss_by_t.svg", chart.to_svg()?.into_bytes())?;
 
     // 6. DDPM versus DDIM from the same noise (both draw the start first from Rng::new(seed))
     let cols = COMPARE_COLS.min(n);
-    let seed = config.seed + 3;
-    let mut rows_img = vec![sample_images(&model, &schedule, cols, 0, &mut Rng::new(seed))?.images];
+    let seed = config.seed + SEED_COMPARE;
+    let mut rows_img = vec![in_chunks(cols, seed, |m, rng| {
+        Ok(sample_images(&model, &schedule, m, 0, rng)?.images.detach())
+    })?];
     let mut labels = vec![format!("DDPM, {t_total} calls")];
     for steps in DDIM_STEPS {
-        rows_img.push(sample_ddim(&model, &schedule, cols, steps, &mut Rng::new(seed))?.images);
+        rows_img.push(in_chunks(cols, seed, |m, rng| {
+            Ok(sample_ddim(&model, &schedule, m, steps, rng)?
+                .images
+                .detach())
+        })?);
         labels.push(format!("DDIM, {steps} calls"));
     }
     let grid = ImageGrid::new(&Tensor::cat(&rows_img, 0)?.clamp(-1f32, 1f32)?, cols)?;
@@ -560,25 +669,31 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
 
     // measurements of samples
     let mut samples = vec![("test images".to_string(), 0, pixel_stats(&test_images)?)];
-    let s = sample_images(&model, &schedule, n, 0, &mut Rng::new(config.seed + 4))?;
-    samples.push((
-        "DDPM from N(0, I)".to_string(),
-        t_total,
-        pixel_stats(&s.images)?,
-    ));
-    let mut start_rng = Rng::new(config.seed + 5);
+    let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
+        Ok(sample_images(&model, &schedule, m, 0, rng)?.images.detach())
+    })?;
+    samples.push(("DDPM from N(0, I)".to_string(), t_total, pixel_stats(&s)?));
+    let mut start_rng = Rng::new(config.seed + SEED_TRUE_START);
     let noise = start_rng.randn_like(&test_images)?;
     let last = Tensor::full((t_total - 1) as u32, n, device)?;
     let true_start = q_with_noise(&schedule, &test_images, &last, &noise)?;
     let s = ddpm_from(&model, &schedule, &true_start, &mut start_rng)?;
     samples.push((
-        format!("DDPM from x_{} ~ q(x_{} | x_0) of test images", t_total - 1, t_total - 1),
+        format!(
+            "DDPM from x_{} ~ q(x_{} | x_0) of test images",
+            t_total - 1,
+            t_total - 1
+        ),
         t_total,
         pixel_stats(&s)?,
     ));
     for steps in [50, 10] {
-        let s = sample_ddim(&model, &schedule, n, steps, &mut Rng::new(config.seed + 4))?;
-        samples.push((format!("DDIM, {steps} steps"), steps, pixel_stats(&s.images)?));
+        let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
+            Ok(sample_ddim(&model, &schedule, m, steps, rng)?
+                .images
+                .detach())
+        })?;
+        samples.push((format!("DDIM, {steps} steps"), steps, pixel_stats(&s)?));
     }
 
     let report = FiguresReport {
@@ -610,14 +725,20 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
         "Written by `diffusion figures` (see `diffusion/src/figures.rs`); do not edit by hand. \
          Regenerate from the repository root with\n\n```sh\ncargo run --release -p diffusion -- figures --out walkthroughs/figures --checkpoint docs/model.safetensors\n```\n"
     );
-    let _ = writeln!(s, "This run: {}, seed {}, {} images measured.\n", r.model.describe(), config.seed, config.samples);
+    let _ = writeln!(
+        s,
+        "This run: {}, seed {}, {} images measured.\n",
+        r.model.describe(),
+        config.seed,
+        config.samples
+    );
     let _ = writeln!(s, "| file | caption |\n| --- | --- |");
     for (file, caption) in [
         ("schedules.svg", "`sqrt(a_bar_t)` (image) and `sqrt(1 - a_bar_t)` (noise) for the course's linear schedule and the cosine schedule, T = 150"),
         ("forward_grid.png", "training image 0 after each of the 150 forward steps (`forward_step`), row r, column c showing t = 15 r + c"),
         ("reverse_strip.png", "DDPM trajectories (`sample_images`): the starting noise, then x after t = 140, 130, ..., 0"),
-        ("loss.svg", "the training loss of every step, its moving average, and the best loss of a predictor that sees one pixel at a time"),
-        ("loss_by_t.svg", "the model's loss at t = 0, 10, ..., 140, 149 on test images (evaluation mode), against the same per-pixel bound"),
+        ("loss.svg", "the training loss of every step, its moving average, and the best loss of a linear predictor that sees one pixel at a time"),
+        ("loss_by_t.svg", "the model's loss at t = 0, 10, ..., 140, 149 on test images (evaluation mode), against the same one-pixel linear bound"),
         ("ddpm_vs_ddim.png", "the same starting noise in each column through DDPM (150 network calls) and DDIM (50, 25, 10)"),
     ] {
         let _ = writeln!(s, "| [`{file}`]({file}) | {caption} |");
@@ -638,9 +759,9 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
     }
     let _ = writeln!(
         s,
-        "\nBest loss of a predictor that sees one pixel at a time, averaged over t: {floor_avg:.4}.\n"
+        "\nBest loss of a linear predictor that sees one pixel at a time, averaged over t: {floor_avg:.4}.\n"
     );
-    let _ = writeln!(s, "## Loss by timestep (test images)\n\n| t | model | one pixel at a time |\n| --- | --- | --- |");
+    let _ = writeln!(s, "## Loss by timestep (test images)\n\n| t | model | best linear, one pixel at a time |\n| --- | --- | --- |");
     for (t, l, f) in &r.loss_by_t {
         let _ = writeln!(s, "| {t} | {l:.4} | {f:.4} |");
     }
@@ -650,8 +771,16 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
         config.samples
     );
     for (name, calls, st) in &r.samples {
-        let calls = if *calls == 0 { "-".to_string() } else { calls.to_string() };
-        let _ = writeln!(s, "| {name} | {calls} | {:.4} | {:.4} |", st.mean, st.background);
+        let calls = if *calls == 0 {
+            "-".to_string()
+        } else {
+            calls.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {calls} | {:.4} | {:.4} |",
+            st.mean, st.background
+        );
     }
     s
 }
@@ -701,6 +830,53 @@ mod tests {
         let e = read_losses(&p).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("step,loss"), "{e}");
         assert!(read_losses(&dir.path().join("none.csv")).is_err());
+    }
+
+    #[test]
+    fn losses_beside_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("model.safetensors");
+        // nothing there: losses.csv, which will fail to read
+        assert_eq!(losses_beside(&ckpt), dir.path().join("losses.csv"));
+        std::fs::write(dir.path().join("losses-3-epochs.csv"), "step,loss\n").unwrap();
+        assert_eq!(losses_beside(&ckpt), dir.path().join("losses-3-epochs.csv"));
+        std::fs::write(dir.path().join("losses-old.csv"), "step,loss\n").unwrap();
+        assert_eq!(
+            losses_beside(&ckpt),
+            dir.path().join("losses.csv"),
+            "two candidates: none"
+        );
+        std::fs::write(dir.path().join("losses.csv"), "step,loss\n").unwrap();
+        assert_eq!(losses_beside(&ckpt), dir.path().join("losses.csv"));
+    }
+
+    #[test]
+    fn chunks_cover_n_with_their_own_seeds() {
+        let mut sizes = vec![];
+        let x = in_chunks(19, 2, |m, rng| {
+            sizes.push(m);
+            rng.randn((m, 1), &Device::Cpu)
+        })
+        .unwrap();
+        assert_eq!(sizes, vec![8, 8, 3]);
+        assert_eq!(x.dims(), &[19, 1]);
+        // chunk 1 is Rng::new(2001)'s first 8 draws
+        let want: Vec<f32> = Rng::new(2001)
+            .randn((8, 1), &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got: Vec<f32> = x
+            .narrow(0, 8, 8)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(got, want);
+        assert!(in_chunks(0, 2, |m, rng| rng.randn((m, 1), &Device::Cpu)).is_err());
     }
 
     #[test]

@@ -88,8 +88,9 @@ enum Command {
     ///
     /// To regenerate the committed figures from the course run's checkpoint, from the repository
     /// root: `diffusion figures --out walkthroughs/figures --checkpoint docs/model.safetensors`
-    /// (its loss history is read from docs/losses.csv, or from --losses). Without --checkpoint
-    /// the network is first trained for --max-steps steps, and every caption says so.
+    /// (its loss history, docs/losses-3-epochs.csv, is found beside it; else pass --losses).
+    /// Without --checkpoint the network is first trained for --max-steps steps, and every
+    /// caption says so.
     Figures {
         /// Output folder.
         #[arg(long, default_value = "walkthroughs/figures")]

@@ -190,7 +190,11 @@ mod tests {
         // (x - B/sqrt(1-ab) sqrt(1-ab) x)/sqrt(a) = sqrt(a) x: variance a + B = 1 per step.
         let v = course_values().unwrap();
         for t in [0, 75, 149] {
-            assert!(close(noise_gain(&v, t, UNIT).unwrap(), (1.0 - v.a_bar[t]).sqrt(), 1e-15));
+            assert!(close(
+                noise_gain(&v, t, UNIT).unwrap(),
+                (1.0 - v.a_bar[t]).sqrt(),
+                1e-15
+            ));
             let (g, h, _) = ddpm_step(&v, t, UNIT, ReverseVariance::Beta).unwrap();
             assert!(close(g, v.a[t].sqrt(), 1e-15) && h == 0.0);
         }
@@ -260,11 +264,12 @@ mod tests {
     fn min_mse_limits() {
         let v = course_values().unwrap();
         // unit data: a_bar s2 / (a_bar s2 + 1 - a_bar) = a_bar
-        assert!(close(min_noise_mse(&v, 149, UNIT).unwrap(), v.a_bar[149], 1e-15));
+        assert!(close(
+            min_noise_mse(&v, 149, UNIT).unwrap(),
+            v.a_bar[149],
+            1e-15
+        ));
         assert!(optimal_noise(&v, 150, UNIT, 0.0).is_err());
-        assert_eq!(
-            reverse_variance(&v, 0, ReverseVariance::Beta).unwrap(),
-            0.0
-        );
+        assert_eq!(reverse_variance(&v, 0, ReverseVariance::Beta).unwrap(), 0.0);
     }
 }
