@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::batch_norm::{backward as bn_backward, normalize, statistics, Stats};
-use super::conv::{bias_grad, conv3x3_forward, conv3x3_weight_grad, dims4, flip_transpose};
-use super::conv_transpose::{
-    conv_transpose_forward, conv_transpose_input_grad, conv_transpose_weight_grad,
+use super::batch_norm::{backward_into as bn_backward, normalize, statistics, Stats};
+use super::conv::{
+    bias_grad, conv3x3_forward, conv3x3_forward_into, conv3x3_weight_grad, dims4, flip_transpose,
 };
-use super::gemm::{cpu_f32, with_f32};
+use super::conv_transpose::{
+    conv_transpose_forward_into, conv_transpose_input_grad, conv_transpose_weight_grad,
+};
+use super::gemm::{cpu_f32, with_f32, PoolBuf};
 
 /// The convolution in front of the batch norm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,7 @@ impl ConvKind {
 
 /// What the forward pass keeps for the backward one.
 struct Saved {
-    z: Vec<f32>,
+    z: PoolBuf,
     stats: Stats,
 }
 
@@ -94,11 +96,14 @@ impl CustomOp3 for ConvBnRelu {
         let (x, wt, params) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
         let (cb, rest) = params.split_at(o);
         let (gamma, beta) = rest.split_at(o);
-        let z = match self.kind {
-            ConvKind::Conv3x3 => conv3x3_forward(x, n, c, h, w, wt, o, Some(cb)),
-            ConvKind::Transpose3x3S2 => conv_transpose_forward(x, n, c, h, w, wt, o, cb),
-        };
         let hw = ho * wo;
+        let mut z = PoolBuf::new(n * o * hw);
+        match self.kind {
+            ConvKind::Conv3x3 => conv3x3_forward_into(x, n, c, h, w, wt, o, Some(cb), &mut z),
+            ConvKind::Transpose3x3S2 => {
+                conv_transpose_forward_into(x, n, c, h, w, wt, o, cb, &mut z)
+            }
+        }
         let stats = statistics(&z, n, o, hw, self.eps);
         let scale: Vec<f32> = (0..o).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();
         let y = normalize(&z, n, o, hw, &stats.mean, &scale, beta, true);
@@ -128,8 +133,19 @@ impl CustomOp3 for ConvBnRelu {
             with_f32(grad, |dy| {
                 with_f32(params, |p| {
                     let gamma = &p[o..2 * o];
-                    let (dz, dgamma, dbeta) =
-                        bn_backward(&saved.z, y, dy, n, o, hw, gamma, &saved.stats, true);
+                    let mut dz = PoolBuf::new(n * o * hw);
+                    let (dgamma, dbeta) = bn_backward(
+                        &saved.z,
+                        y,
+                        dy,
+                        n,
+                        o,
+                        hw,
+                        gamma,
+                        &saved.stats,
+                        true,
+                        &mut dz,
+                    );
                     let mut dparams = bias_grad(&dz, n, o, hw);
                     dparams.extend_from_slice(&dgamma);
                     dparams.extend_from_slice(&dbeta);

@@ -35,7 +35,11 @@ pub fn use_reference_only(on: bool) {
 
 /// Do these tensors take the fast CPU kernels?
 fn fast(ts: &[&Tensor]) -> bool {
-    !REFERENCE_ONLY.with(Cell::get) && ts.iter().all(|t| is_cpu_f32(t))
+    let fast = !REFERENCE_ONLY.with(Cell::get) && ts.iter().all(|t| is_cpu_f32(t));
+    if fast {
+        gemm::keep_freed_memory();
+    }
+    fast
 }
 
 /// `y = conv2d(x, w, padding = 1) + b` for a `[O, I, 3, 3]` kernel.
