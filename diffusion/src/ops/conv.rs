@@ -57,11 +57,11 @@ pub fn conv3x3_forward(
     b: Option<&[f32]>,
 ) -> Vec<f32> {
     let mut y = vec![0f32; n * o * h * w];
-    conv3x3_forward_into(x, n, c, h, w, wt, o, b, &mut y);
+    conv3x3_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
     y
 }
 
-/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values).
+/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_forward_into(
     x: &[f32],
@@ -72,6 +72,7 @@ pub fn conv3x3_forward_into(
     wt: &[f32],
     o: usize,
     b: Option<&[f32]>,
+    relu: bool,
     y: &mut [f32],
 ) {
     let hw = h * w;
@@ -98,6 +99,9 @@ pub fn conv3x3_forward_into(
                     Mat::rows(col, hw),
                     par,
                 );
+                if relu {
+                    y_img.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
             }
         })
     });

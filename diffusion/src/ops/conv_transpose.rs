@@ -106,11 +106,12 @@ pub fn conv_transpose_forward(
     b: &[f32],
 ) -> Vec<f32> {
     let mut y = vec![0f32; n * o * 4 * h * w];
-    conv_transpose_forward_into(x, n, c, h, w, wt, o, b, &mut y);
+    conv_transpose_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
     y
 }
 
-/// [`conv_transpose_forward`] writing into `y` (`n * o * 4 * h * w` values).
+/// [`conv_transpose_forward`] writing into `y` (`n * o * 4 * h * w` values), then `max(y, 0)`
+/// if `relu`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose_forward_into(
     x: &[f32],
@@ -121,6 +122,7 @@ pub fn conv_transpose_forward_into(
     wt: &[f32],
     o: usize,
     b: &[f32],
+    relu: bool,
     y: &mut [f32],
 ) {
     let hw = h * w;
@@ -144,6 +146,9 @@ pub fn conv_transpose_forward_into(
                     plane.fill(bo);
                 }
                 col2im_s2(cols, o, h, w, y_img);
+                if relu {
+                    y_img.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
             }
         })
     });
