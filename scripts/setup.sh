@@ -75,12 +75,8 @@ if [ "${DIFFUSION_DATA:-}" != "" ]; then
     have_data=1 # the user points at their own copy
 fi
 if [ "$have_data" = 0 ]; then
-    if [ -f "$ROOT/diffusion/src/main.rs" ]; then
-        say "fetching FashionMNIST into data/fashion-mnist"
-        cargo run --release --quiet -p diffusion -- data
-    else
-        say "WARNING: the diffusion command line is not there yet; data not fetched"
-    fi
+    say "fetching FashionMNIST into data/fashion-mnist"
+    cargo run --release --quiet -p diffusion -- data
 fi
 
 # 6. warm the notebook's build directory
