@@ -84,11 +84,11 @@ def execute(nb, cwd, timeout=1800):
 
 
 def warm():
-    import nbformat
-
     key = warm_key()
     if STAMP.exists() and STAMP.read_text().strip() == key:
         return
+    import nbformat
+
     TMPDIR.mkdir(parents=True, exist_ok=True)
     lock = TMPDIR / "Cargo.lock"
     if not lock.exists():
