@@ -7,7 +7,7 @@
 //! bias 0, running mean 0 and running variance 1.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 fn uniform(bound: f64) -> Init {
@@ -252,9 +252,4 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 /// Mean of squared differences: PyTorch's `F.mse_loss`.
 pub fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     (a - b)?.sqr()?.mean_all()
-}
-
-#[allow(dead_code)]
-fn last_dim(x: &Tensor) -> candle_core::Result<usize> {
-    x.dim(D::Minus1)
 }

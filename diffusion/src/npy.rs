@@ -20,7 +20,11 @@ pub fn to_npy_bytes(x: &Tensor) -> Result<Vec<u8>> {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let shape = if x.rank() == 1 { format!("{shape},") } else { shape };
+    let shape = if x.rank() == 1 {
+        format!("{shape},")
+    } else {
+        shape
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
     // magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64
     let unpadded = 10 + header.len() + 1;
@@ -40,8 +44,8 @@ pub fn to_npy_bytes(x: &Tensor) -> Result<Vec<u8>> {
 pub fn save_npy(x: &Tensor, path: &Path) -> Result<()> {
     let bytes = to_npy_bytes(x)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(&bytes)?;
     drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;

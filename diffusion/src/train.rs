@@ -72,7 +72,7 @@ impl TrainConfig {
 /// Where training stands, passed to the callback.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Epochs completed before the current one (0-based epoch index), over all calls.
+    /// The epoch of the latest step (0-based, counted over all calls).
     pub epoch: usize,
     /// Steps done so far, over all calls.
     pub step: usize,
@@ -286,28 +286,35 @@ impl Trainer {
             elapsed: Duration::ZERO,
         };
         'epochs: for _ in 0..self.config.epochs {
-            let order = crate::batch::shuffled_batches(n, self.config.batch_size, &mut self.rng);
+            if progress.call_step == call_steps {
+                break;
+            }
+            progress.epoch = self.epoch;
+            let order =
+                crate::data::Batches::with_rng(n, self.config.batch_size, self.rng.inner())?;
             for batch in order {
                 if progress.call_step == call_steps {
                     break 'epochs;
                 }
+                let batch: Vec<u32> = batch.into_iter().map(|i| i as u32).collect();
                 let idx = Tensor::from_vec(batch, self.config.batch_size, &device)?;
                 let mut x_0 = images.index_select(&idx, 0)?;
                 if self.config.hflip {
-                    x_0 = crate::batch::random_hflip(&x_0, &mut self.rng)?;
+                    x_0 = crate::data::random_hflip(&x_0, self.rng.inner())?;
                 }
                 let loss = self.train_step(&x_0)?;
                 progress.call_step += 1;
                 progress.step = self.step;
                 progress.loss = loss;
                 progress.elapsed = start.elapsed();
-                if every > 0 && progress.call_step % every == 0 && progress.call_step != call_steps
+                if every > 0
+                    && progress.call_step.is_multiple_of(every)
+                    && progress.call_step != call_steps
                 {
                     callback(&progress, self)?;
                 }
             }
             self.epoch += 1;
-            progress.epoch = self.epoch;
         }
         progress.elapsed = start.elapsed();
         callback(&progress, self)?;

@@ -162,7 +162,7 @@ impl UNet {
     }
 
     pub fn with_config(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
-        if config.img_size % 4 != 0 || config.img_size == 0 {
+        if !config.img_size.is_multiple_of(4) || config.img_size == 0 {
             bail!(
                 "the U-Net halves the image twice: img_size must be a multiple of 4, got {}",
                 config.img_size

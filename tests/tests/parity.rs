@@ -12,7 +12,9 @@ use diffusion::unet::is_trainable;
 use diffusion::{get_loss_with_noise, q_with_noise, reverse_q_with_noise, Schedule};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn parity() -> HashMap<String, Tensor> {
@@ -24,13 +26,34 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
-    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-    let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let diff = (&a - &b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let norm = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     (diff / norm.max(1e-30)).sqrt()
 }
 
 fn norm(a: &Tensor) -> f64 {
-    a.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt()
+    a.to_dtype(DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt()
 }
 
 #[test]
@@ -65,7 +88,8 @@ fn reverse_q_matches_pytorch() {
     let p = parity();
     let s = Schedule::course(&Device::Cpu).unwrap();
     for t in [0usize, 1, 149] {
-        let r = reverse_q_with_noise(&s, &p["reverse.x_t"], t, &p["reverse.e_t"], &p["reverse.z"]).unwrap();
+        let r = reverse_q_with_noise(&s, &p["reverse.x_t"], t, &p["reverse.e_t"], &p["reverse.z"])
+            .unwrap();
         let e = rel_err(&r, &p[&format!("reverse.t{t}")]);
         assert!(e < 1e-6, "reverse_q at t = {t}: relative error {e}");
     }
@@ -82,7 +106,14 @@ fn evaluation_output_matches_pytorch() {
 
 /// One training-mode pass on the fixture's weights, as the fixture script did it:
 /// `out = model(x_t, t)`, `loss = mse(out, noise)`, gradients of `loss`.
-fn train_pass() -> (HashMap<String, Tensor>, Tensor, Tensor, GradStore, diffusion::UNet, candle_nn::VarMap) {
+fn train_pass() -> (
+    HashMap<String, Tensor>,
+    Tensor,
+    Tensor,
+    GradStore,
+    diffusion::UNet,
+    candle_nn::VarMap,
+) {
     let p = parity();
     let (unet, varmap) = load_unet(&fixture("weights.safetensors"), &Device::Cpu).unwrap();
     let out = unet.forward_t(&p["x_t"], &p["t"], true).unwrap();
@@ -121,24 +152,44 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
     let mut checked = 0;
     for (name, var) in data.iter().filter(|(n, _)| is_trainable(n)) {
         let want = &p[&format!("grad.{name}")];
-        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let scale = norm(want);
         let diff = norm(&(got - want).unwrap());
-        let e = if scale > 1e-3 * all { diff / scale } else { diff / all };
-        assert!(e <= 1e-3, "gradient of {name}: relative error {e} (|grad| = {scale}, all = {all})");
+        let e = if scale > 1e-3 * all {
+            diff / scale
+        } else {
+            diff / all
+        };
+        assert!(
+            e <= 1e-3,
+            "gradient of {name}: relative error {e} (|grad| = {scale}, all = {all})"
+        );
         checked += 1;
     }
-    assert_eq!(checked, data.iter().filter(|(n, _)| is_trainable(n)).count());
+    assert_eq!(
+        checked,
+        data.iter().filter(|(n, _)| is_trainable(n)).count()
+    );
     assert!(checked >= 50);
 
     // Running statistics after the one training pass of the loss.
     for (prefix, bn) in unet.batch_norms() {
-        let e = rel_err(bn.running_mean.as_tensor(), &p[&format!("after_train.{prefix}.running_mean")]);
+        let e = rel_err(
+            bn.running_mean.as_tensor(),
+            &p[&format!("after_train.{prefix}.running_mean")],
+        );
         assert!(e <= 1e-4, "{prefix}.running_mean: {e}");
-        let e = rel_err(bn.running_var.as_tensor(), &p[&format!("after_train.{prefix}.running_var")]);
+        let e = rel_err(
+            bn.running_var.as_tensor(),
+            &p[&format!("after_train.{prefix}.running_var")],
+        );
         assert!(e <= 1e-4, "{prefix}.running_var: {e}");
         let n: i64 = bn.num_batches_tracked.as_tensor().to_scalar().unwrap();
-        let want: i64 = p[&format!("after_train.{prefix}.num_batches_tracked")].to_scalar().unwrap();
+        let want: i64 = p[&format!("after_train.{prefix}.num_batches_tracked")]
+            .to_scalar()
+            .unwrap();
         assert_eq!(n, want, "{prefix}.num_batches_tracked");
     }
 }
@@ -160,7 +211,10 @@ fn max_pool_gradient_is_pytorchs_whole_gradient() {
     let g = loss.backward().unwrap();
     let candle = g.get(x.as_tensor()).unwrap();
     let quarter = (&p["pool.grad_in"] * 0.25).unwrap();
-    assert!(rel_err(candle, &quarter) < 1e-6, "candle's max_pool2d backward changed: re-check");
+    assert!(
+        rel_err(candle, &quarter) < 1e-6,
+        "candle's max_pool2d backward changed: re-check"
+    );
 }
 
 #[test]

@@ -7,12 +7,23 @@
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expected {
     /// A number, accepted within `abs_tol + rel_tol * |value|`.
-    Number { value: f64, abs_tol: f64, rel_tol: f64 },
+    Number {
+        value: f64,
+        abs_tol: f64,
+        rel_tol: f64,
+    },
     /// A vector (or a shape), element by element with the same tolerance rule.
-    Vector { values: Vec<f64>, abs_tol: f64, rel_tol: f64 },
+    Vector {
+        values: Vec<f64>,
+        abs_tol: f64,
+        rel_tol: f64,
+    },
     /// One of a few accepted forms (matched case-insensitively, surrounding spaces ignored);
     /// `shown` is the form the report prints as the expected answer.
-    Choice { accepted: Vec<String>, shown: String },
+    Choice {
+        accepted: Vec<String>,
+        shown: String,
+    },
     /// Free text: graded by hand (`manual`), with a link to the worked answer.
     FreeText,
 }
@@ -40,4 +51,17 @@ pub struct QuestionSet {
     pub title: &'static str,
     /// The questions, in order.
     pub questions: fn() -> Vec<Question>,
+}
+
+/// The expectation of a free-text question (graded by hand).
+pub fn free() -> anyhow::Result<Expected> {
+    Ok(Expected::FreeText)
+}
+
+/// A choice accepting any of `accepted`; the first is shown as the expected answer.
+pub fn choice(accepted: &[&str]) -> Expected {
+    Expected::Choice {
+        accepted: accepted.iter().map(|s| s.to_string()).collect(),
+        shown: accepted.first().copied().unwrap_or_default().to_string(),
+    }
 }

@@ -53,7 +53,7 @@ pub fn affine(out: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, relu: bool) {
     let head = sse::affine(&mut out[..n], &x[..n], m, a, b, relu);
     for p in head..n {
         let v = (x[p] - m) * a + b;
-        out[p] = if relu { v.max(0.0) } else { v };
+        out[p] = if relu && v < 0.0 { 0.0 } else { v }; // NaN passes, as in PyTorch
     }
 }
 
@@ -154,7 +154,7 @@ mod sse {
                 let xc = _mm_sub_ps(_mm_loadu_ps(x.as_ptr().add(p)), mv);
                 let mut v = _mm_add_ps(_mm_mul_ps(xc, av), bv);
                 if relu {
-                    v = _mm_max_ps(v, zero);
+                    v = _mm_max_ps(zero, v); // a NaN in v passes through
                 }
                 _mm_storeu_ps(out.as_mut_ptr().add(p), v);
             }

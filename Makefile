@@ -1,0 +1,18 @@
+# Notebook workflow. `make lab` is all a student needs.
+.PHONY: setup lab test notebook-outputs
+
+# Install what is missing (Rust kernel, JupyterLab, data) and pre-build the notebook.
+setup:
+	@scripts/setup.sh
+
+# Open notebooks/02_diffusion.ipynb in JupyterLab.
+lab: setup
+	@scripts/lab.sh
+
+# Every test, the notebook's execution included (it fails, rather than skips, without set-up).
+test: setup
+	DIFFUSION_REQUIRE_NOTEBOOK=1 cargo test --workspace
+
+# Re-run the notebook in place with the course's settings to refresh its committed outputs.
+notebook-outputs: setup
+	@scripts/notebook-outputs.sh

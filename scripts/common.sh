@@ -1,0 +1,12 @@
+# Shared paths for the notebook scripts (sourced, not run).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv"
+EVCXR_VERSION="0.22.0"
+EVCXR_BIN="$TOOLS/bin/evcxr_jupyter"
+KERNEL_DIR="$VENV/share/jupyter/kernels/rust"
+NOTEBOOK="$ROOT/notebooks/02_diffusion.ipynb"
+EVCXR_TMPDIR_NB="$ROOT/notebooks/.evcxr"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Opens the notebook in JupyterLab (after `make setup`). Jupyter prints the address to open,
+# with its access token, a few lines below.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+say "starting JupyterLab; open the http://localhost:... address printed below (Ctrl+C twice to stop)"
+exec "$VENV/bin/jupyter" lab "notebooks/02_diffusion.ipynb" "$@"

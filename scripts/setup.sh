@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs what the notebook needs, skipping every step that is already done:
+#   1. the rust-src component (evcxr reads the standard library's sources),
+#   2. evcxr_jupyter, the Rust kernel, into .tools/ (never the user's global cargo root),
+#   3. JupyterLab, nbconvert and nbclient in the virtual environment .venv/,
+#   4. the kernel's description (kernelspec) inside .venv/, pointing at .tools/,
+#   5. the FashionMNIST files (`diffusion data`),
+#   6. the notebook's dependencies, compiled once by a short headless run so that the first
+#      cell of the notebook starts warm.
+# Run it as `make setup`; it is safe to run again at any time.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+command -v python3 >/dev/null || die "python3 not found: install Python 3.9 or newer"
+
+# 1. rust-src
+if command -v rustup >/dev/null; then
+    if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+        say "installing the rust-src component"
+        rustup component add rust-src
+    fi
+else
+    sysroot="$(rustc --print sysroot)"
+    [ -d "$sysroot/lib/rustlib/src/rust/library" ] \
+        || die "the Rust standard library sources are missing and rustup is not available; install rust-src for $(rustc -V)"
+fi
+
+# 2. evcxr_jupyter into .tools/
+if ! { [ -x "$EVCXR_BIN" ] && grep -q "evcxr_jupyter $EVCXR_VERSION " "$TOOLS/.crates.toml" 2>/dev/null; }; then
+    say "building evcxr_jupyter $EVCXR_VERSION into .tools/ (several minutes, once)"
+    start=$(date +%s)
+    cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" --root "$TOOLS"
+    say "evcxr_jupyter built in $(( $(date +%s) - start )) s"
+fi
+
+# 3. Python virtual environment
+req="$ROOT/scripts/requirements-notebook.txt"
+if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-notebook.txt"; }; then
+    say "installing JupyterLab, nbconvert and nbclient into .venv/"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$VENV/.requirements-notebook.txt"
+fi
+
+# 4. kernelspec: what `evcxr_jupyter --install` writes, but into .venv/ (JUPYTER_PATH) and with
+#    JUPYTER_PATH also set for the kernel itself, so that its start-up self-update looks at this
+#    kernelspec and never at one the user installed globally.
+spec="$KERNEL_DIR/kernel.json"
+want=$("$VENV/bin/python" - "$EVCXR_BIN" "$VENV/share/jupyter" <<'PY'
+import json, sys
+print(json.dumps({
+    "argv": [sys.argv[1], "--control_file", "{connection_file}"],
+    "display_name": "Rust",
+    "language": "rust",
+    "interrupt_mode": "message",
+    "env": {"JUPYTER_PATH": sys.argv[2]},
+}, indent=2))
+PY
+)
+if ! { [ -f "$spec" ] && [ "$(cat "$spec")" = "$want" ] && [ -f "$KERNEL_DIR/version.txt" ]; }; then
+    say "registering the Rust kernel in .venv/"
+    JUPYTER_PATH="$VENV/share/jupyter" "$EVCXR_BIN" --install >/dev/null
+    printf '%s\n' "$want" > "$spec"
+fi
+
+# 5. data
+data="$ROOT/data/fashion-mnist"
+have_data=1
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [ -f "$data/$f.gz" ] || [ -f "$data/$f" ] || have_data=0
+done
+if [ "${DIFFUSION_DATA:-}" != "" ]; then
+    have_data=1 # the user points at their own copy
+fi
+if [ "$have_data" = 0 ]; then
+    say "fetching FashionMNIST into data/fashion-mnist"
+    cargo run --quiet -p diffusion -- data  # the test build's profile: no second compile
+fi
+
+# 6. warm the notebook's build directory
+"$VENV/bin/python" "$ROOT/scripts/nbrun.py" warm
+
+say "set-up complete"

@@ -1,0 +1,311 @@
+//! Runs `notebooks/02_diffusion.ipynb` headless, as a student would run it top to bottom, on a
+//! copy (the committed notebook is never written), with a short training
+//! (`DIFFUSION_MAX_STEPS`), then checks its outputs:
+//!
+//! - no cell reports an error;
+//! - every cell tagged `figure` shows a picture (PNG, SVG, or HTML holding `<img` or `<svg`);
+//! - the training cell's progress lines show the loss falling;
+//! - running the training cell a second time (a copy of it appended at the end) goes on from the
+//!   step where the first run stopped, instead of starting again from step 0.
+//!
+//! It needs `make setup` (the Rust kernel in `.tools/`, JupyterLab in `.venv/`, the data). Without
+//! it the test is skipped with a message, unless `DIFFUSION_REQUIRE_NOTEBOOK=1` (set by
+//! `make test`), in which case it fails.
+//!
+//! The copy runs in `target/notebook-test/`, laid out like the repository (`notebooks/`,
+//! `diffusion` linked), with its own evcxr build directory, so that it never disturbs a kernel
+//! open in JupyterLab. Its first run compiles the dependencies (minutes); later runs are warm.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Steps of training in the test run: enough for several progress lines (one every 100 steps).
+const MAX_STEPS: usize = 300;
+
+fn root() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).to_path_buf()
+}
+
+/// What `make setup` provides; the first missing piece, if any.
+fn missing_setup(root: &Path) -> Option<String> {
+    let needed = [
+        (".venv/bin/jupyter", "JupyterLab and nbconvert in .venv/"),
+        (
+            ".venv/share/jupyter/kernels/rust/kernel.json",
+            "the Rust kernel's kernelspec",
+        ),
+        (
+            ".tools/bin/evcxr_jupyter",
+            "the Rust kernel evcxr_jupyter in .tools/",
+        ),
+    ];
+    for (path, what) in needed {
+        if !root.join(path).exists() {
+            return Some(format!("{what} ({path} is missing)"));
+        }
+    }
+    if !diffusion::data::files_present(&diffusion::data::data_dir(None)) {
+        return Some("the FashionMNIST files (data/fashion-mnist)".to_string());
+    }
+    None
+}
+
+fn source_of(cell: &Value) -> String {
+    match &cell["source"] {
+        Value::String(s) => s.clone(),
+        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
+        _ => String::new(),
+    }
+}
+
+fn has_tag(cell: &Value, tag: &str) -> bool {
+    cell["metadata"]["tags"]
+        .as_array()
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag)))
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
+        _ => String::new(),
+    }
+}
+
+/// All stdout text of a cell, in order.
+fn stdout_of(cell: &Value) -> String {
+    let mut text = String::new();
+    for out in cell["outputs"].as_array().into_iter().flatten() {
+        if out["output_type"] == "stream" && out["name"] == "stdout" {
+            text.push_str(&text_of(&out["text"]));
+        }
+    }
+    text
+}
+
+/// Whether a cell shows a picture.
+fn has_figure(cell: &Value) -> bool {
+    cell["outputs"].as_array().into_iter().flatten().any(|out| {
+        let data = &out["data"];
+        data.get("image/png").is_some()
+            || data.get("image/svg+xml").is_some()
+            || data.get("text/html").is_some_and(|h| {
+                let h = text_of(h);
+                h.contains("<img") || h.contains("<svg")
+            })
+    })
+}
+
+fn html_of(cell: &Value) -> String {
+    let mut html = String::new();
+    for out in cell["outputs"].as_array().into_iter().flatten() {
+        if let Some(h) = out["data"].get("text/html") {
+            html.push_str(&text_of(h));
+        }
+    }
+    html
+}
+
+/// `(step, loss)` of every progress line `Epoch e | Step s | Loss: l` in `text`.
+fn progress(text: &str) -> Vec<(usize, f64)> {
+    let mut points = Vec::new();
+    for line in text.lines() {
+        let mut step = None;
+        let mut loss = None;
+        for part in line.split('|').map(str::trim) {
+            if let Some(s) = part.strip_prefix("Step") {
+                step = s.trim().parse::<usize>().ok();
+            } else if let Some(l) = part.strip_prefix("Loss") {
+                loss = l.trim_start_matches(':').trim().parse::<f64>().ok();
+            }
+        }
+        if let (Some(s), Some(l)) = (step, loss) {
+            points.push((s, l));
+        }
+    }
+    points
+}
+
+fn new_code_cell(source: &str) -> Value {
+    json!({
+        "cell_type": "code",
+        "execution_count": null,
+        "metadata": {},
+        "outputs": [],
+        "source": source,
+    })
+}
+
+/// Lays out `work/` like the repository: `notebooks/` with the evcxr settings and the notebook
+/// copy, `diffusion` a link to the crate (the notebook's `:dep` says `../diffusion`).
+fn prepare(root: &Path, work: &Path, notebook: &Value) -> Result<PathBuf> {
+    let nb_dir = work.join("notebooks");
+    std::fs::create_dir_all(nb_dir.join(".evcxr"))?;
+    let link = work.join("diffusion");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(root.join("diffusion"), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    std::fs::copy(root.join("notebooks/evcxr.toml"), nb_dir.join("evcxr.toml"))?;
+    let lock = nb_dir.join(".evcxr/Cargo.lock");
+    if !lock.exists() {
+        std::fs::copy(root.join("Cargo.lock"), &lock)?;
+    }
+    let path = nb_dir.join("02_diffusion.ipynb");
+    std::fs::write(&path, serde_json::to_string_pretty(notebook)?)?;
+    Ok(path)
+}
+
+fn run_notebook() -> Result<()> {
+    let root = root();
+    if let Some(missing) = missing_setup(&root) {
+        if std::env::var("DIFFUSION_REQUIRE_NOTEBOOK").as_deref() == Ok("1") {
+            bail!("the notebook cannot run: {missing}; run `make setup` first");
+        }
+        eprintln!("notebook test skipped: {missing}; run `make setup` to enable it");
+        return Ok(());
+    }
+
+    let committed = root.join("notebooks/02_diffusion.ipynb");
+    let mut notebook: Value = serde_json::from_str(&std::fs::read_to_string(&committed)?)?;
+    let cells = notebook["cells"]
+        .as_array()
+        .context("notebook without cells")?;
+    let figures_expected = cells.iter().filter(|c| has_tag(c, "figure")).count();
+    assert!(
+        figures_expected >= 8,
+        "the notebook should tag at least 8 cells `figure`, found {figures_expected}"
+    );
+    let train_source = cells
+        .iter()
+        .find(|c| has_tag(c, "train"))
+        .map(source_of)
+        .context("no cell tagged `train`")?;
+    // Running the training cell again must go on from where it stopped (the limit counts the
+    // steps of one run of the cell).
+    let rerun_source = train_source;
+    let n_cells = cells.len();
+    let cells = notebook["cells"]
+        .as_array_mut()
+        .context("notebook without cells")?;
+    cells.push(new_code_cell(&rerun_source));
+
+    let work = root.join("target/notebook-test");
+    let copy = prepare(&root, &work, &notebook)?;
+    let executed = work.join("executed.ipynb");
+    let _ = std::fs::remove_file(&executed);
+
+    let started = std::time::Instant::now();
+    let out = Command::new(root.join(".venv/bin/jupyter"))
+        .args([
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--ExecutePreprocessor.timeout=1800",
+            "--output",
+        ])
+        .arg(&executed)
+        .arg(&copy)
+        .env("DIFFUSION_MAX_STEPS", MAX_STEPS.to_string())
+        .output()
+        .context("starting .venv/bin/jupyter nbconvert")?;
+    eprintln!(
+        "notebook executed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(6000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("the notebook failed to run ({}):\n{tail}", out.status);
+    }
+
+    let done: Value = serde_json::from_str(&std::fs::read_to_string(&executed)?)?;
+    let cells = done["cells"]
+        .as_array()
+        .context("executed notebook without cells")?;
+    assert_eq!(cells.len(), n_cells + 1, "cells were lost on the way");
+
+    for (i, cell) in cells.iter().enumerate() {
+        for out in cell["outputs"].as_array().into_iter().flatten() {
+            assert_ne!(
+                out["output_type"],
+                "error",
+                "cell {i} reported an error: {out}\nsource:\n{}",
+                source_of(cell)
+            );
+        }
+        if has_tag(cell, "figure") {
+            assert!(
+                has_figure(cell),
+                "cell {i} should show a figure but shows none; source:\n{}",
+                source_of(cell)
+            );
+        }
+    }
+
+    // The training cell: progress lines with a falling loss, then one figure with the sample
+    // strips, each captioned `Epoch e | Step s | Loss l`.
+    let train = cells
+        .iter()
+        .find(|c| has_tag(c, "train"))
+        .context("no cell tagged `train` after execution")?;
+    let first = progress(&stdout_of(train));
+    assert!(
+        first.len() >= 3,
+        "expected at least 3 progress lines `Epoch e | Step s | Loss: l` in the training cell, got {first:?}"
+    );
+    let (s0, l0) = first[0];
+    let (s1, l1) = first[first.len() - 1];
+    assert!(
+        s1 <= MAX_STEPS,
+        "trained past DIFFUSION_MAX_STEPS: step {s1}"
+    );
+    assert!(
+        l1 < 0.5 * l0,
+        "the loss should fall: step {s0} loss {l0}, step {s1} loss {l1}"
+    );
+    let html = html_of(train);
+    assert!(
+        html.matches("Step ").count() >= 3 && html.contains("Loss"),
+        "the training figure should caption its strips `Epoch e | Step s | Loss l`"
+    );
+
+    // The re-run goes on from the step where the first run stopped.
+    let rerun = &cells[n_cells];
+    let second = progress(&stdout_of(rerun));
+    assert!(
+        !second.is_empty(),
+        "the re-run of the training cell printed no progress line"
+    );
+    let (r0, rl0) = second[0];
+    assert!(
+        r0 > s1,
+        "the re-run should continue after step {s1}, but its first line is step {r0}"
+    );
+    assert!(
+        rl0 < 0.5 * l0,
+        "the re-run should start from the trained model (loss {rl0}), not from scratch (loss {l0})"
+    );
+    let (r1, _) = second[second.len() - 1];
+    assert!(
+        r1 <= s1 + MAX_STEPS,
+        "the re-run trained past its limit: step {r1} after {s1} + {MAX_STEPS}"
+    );
+    Ok(())
+}
+
+#[test]
+fn notebook_runs_top_to_bottom() -> Result<()> {
+    run_notebook()
+}
