@@ -100,11 +100,20 @@ pub fn conv3x3_forward_into(
                     par,
                 );
                 if relu {
-                    y_img.iter_mut().for_each(|v| *v = v.max(0.0));
+                    relu_in_place(y_img);
                 }
             }
         })
     });
+}
+
+/// `v = max(v, 0)`, except that a NaN stays NaN (as in PyTorch, so that a diverging run shows).
+pub fn relu_in_place(y: &mut [f32]) {
+    for v in y {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
 }
 
 /// `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`: the kernel whose convolution is the input gradient.

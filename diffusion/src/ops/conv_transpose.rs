@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::conv::{bias_grad, dims4};
+use super::conv::{bias_grad, dims4, relu_in_place};
 use super::gemm::{
     cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
     Mat,
@@ -147,7 +147,7 @@ pub fn conv_transpose_forward_into(
                 }
                 col2im_s2(cols, o, h, w, y_img);
                 if relu {
-                    y_img.iter_mut().for_each(|v| *v = v.max(0.0));
+                    relu_in_place(y_img);
                 }
             }
         })
