@@ -7,7 +7,7 @@
 //! bias 0, running mean 0 and running variance 1.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 fn uniform(bound: f64) -> Init {
@@ -134,31 +134,91 @@ impl BatchNorm2d {
     /// Normalises `x` of shape `[N, C, H, W]`: with batch statistics (and an update of the running
     /// ones) when `train`, with the running statistics otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let c = self.weight.dim(0)?;
         let (n, _, h, w) = x.dims4()?;
         if train {
             let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
-            let count = (n * h * w) as f64;
-            let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
-            let m = BN_MOMENTUM;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
-            let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&rm.detach())?;
-            self.running_var.set(&rv.detach())?;
-            let nbt = (self.num_batches_tracked.as_tensor() + 1.0)?;
-            self.num_batches_tracked.set(&nbt)?;
+            self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            let shape = (1, c, 1, 1);
-            let scale = (self
-                .weight
-                .broadcast_div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?))?
-            .detach();
-            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            x.broadcast_mul(&scale.reshape(shape)?)?
-                .broadcast_add(&shift.reshape(shape)?)
+            crate::ops::batch_norm_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                BN_EPS,
+            )
         }
     }
+
+    /// Moves the running statistics towards a batch's `mean` and biased `var` (over `count`
+    /// values per channel) and counts the batch.
+    fn record(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
+        let count = count as f64;
+        let unbiased = (var * (count / (count - 1.0).max(1.0)))?;
+        let m = BN_MOMENTUM;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&rm.detach())?;
+        self.running_var.set(&rv.detach())?;
+        let nbt = (self.num_batches_tracked.as_tensor() + 1.0)?;
+        self.num_batches_tracked.set(&nbt)
+    }
+
+    /// `relu(self.forward_t(conv(x), train))` for the convolution `kind` with kernel `w` and bias
+    /// `b`; in training the three run as one kernel.
+    fn after_conv(
+        &self,
+        kind: crate::ops::ConvKind,
+        w: &Tensor,
+        b: &Tensor,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        use crate::ops::{conv_bn_relu_eval, conv_bn_relu_train};
+        if train {
+            let (y, mean, var) =
+                conv_bn_relu_train(kind, x, w, b, &self.weight, &self.bias, BN_EPS)?;
+            let (n, _, h, w) = y.dims4()?;
+            self.record(&mean, &var, n * h * w)?;
+            Ok(y)
+        } else {
+            let (rm, rv) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+            conv_bn_relu_eval(kind, x, w, b, &self.weight, &self.bias, rm, rv, BN_EPS)
+        }
+    }
+}
+
+/// `relu(bn(conv(x)))`, PyTorch's `Conv2d → BatchNorm2d → ReLU`.
+pub fn conv_bn_relu(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    train: bool,
+) -> candle_core::Result<Tensor> {
+    bn.after_conv(
+        crate::ops::ConvKind::Conv3x3,
+        &conv.weight,
+        &conv.bias,
+        x,
+        train,
+    )
+}
+
+/// `relu(bn(conv_transpose(x)))`, PyTorch's `ConvTranspose2d → BatchNorm2d → ReLU`.
+pub fn conv_transpose_bn_relu(
+    conv: &ConvTranspose2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    train: bool,
+) -> candle_core::Result<Tensor> {
+    bn.after_conv(
+        crate::ops::ConvKind::Transpose3x3S2,
+        &conv.weight,
+        &conv.bias,
+        x,
+        train,
+    )
 }
 
 /// 2x2 max pooling with stride 2 (PyTorch's `nn.MaxPool2d(2)`), whose gradient goes, whole, to
@@ -192,9 +252,4 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 /// Mean of squared differences: PyTorch's `F.mse_loss`.
 pub fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     (a - b)?.sqr()?.mean_all()
-}
-
-#[allow(dead_code)]
-fn last_dim(x: &Tensor) -> candle_core::Result<usize> {
-    x.dim(D::Minus1)
 }

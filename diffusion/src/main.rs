@@ -39,6 +39,9 @@ enum Command {
         /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Images in the sample grid drawn after training.
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
     },
@@ -112,8 +115,9 @@ fn run(cli: Cli) -> Result<()> {
             max_steps,
             seed,
             data,
+            samples,
             out,
-        } => train(epochs, max_steps, seed, data.as_deref(), &out),
+        } => train(epochs, max_steps, seed, data.as_deref(), samples, &out),
         Command::Sample {
             checkpoint,
             n,
@@ -147,6 +151,7 @@ fn train(
     max_steps: Option<usize>,
     seed: u64,
     data: Option<&Path>,
+    n_samples: usize,
     out: &Path,
 ) -> Result<()> {
     let dev = device()?;
@@ -205,12 +210,12 @@ fn train(
     let samples = sample_images(
         &trainer.model,
         &trainer.schedule,
-        64,
+        n_samples,
         0,
         &mut Rng::new(seed),
     )?;
     let grid = out.join("samples.png");
-    ImageGrid::new(&samples.images, 8)?.save(&grid)?;
+    ImageGrid::new(&samples.images.clamp(-1f32, 1f32)?, grid_columns(n_samples))?.save(&grid)?;
     println!(
         "done: {} steps in {}, final loss {:.4}\ncheckpoint {}\nlosses {}\nsamples {}",
         last.step,
@@ -243,7 +248,7 @@ fn sample(
     let png = out.join("samples.png");
     let npy = out.join("samples.npy");
     let images = samples.images.clamp(-1f32, 1f32)?;
-    ImageGrid::new(&images, (n as f64).sqrt().ceil() as usize)?.save(&png)?;
+    ImageGrid::new(&images, grid_columns(n))?.save(&png)?;
     diffusion::npy::save_npy(&images, &npy)?;
     println!("{} images: {}\n{}", n, png.display(), npy.display());
     Ok(())
@@ -260,6 +265,11 @@ fn fetch_data(dir: Option<&Path>) -> Result<()> {
         println!("{split}: {} images {:?}", d.len(), d.images.dims());
     }
     Ok(())
+}
+
+/// Columns of a roughly square grid of `n` images.
+fn grid_columns(n: usize) -> usize {
+    ((n as f64).sqrt().ceil() as usize).max(1)
 }
 
 /// Writes a file through a temporary file and a rename.

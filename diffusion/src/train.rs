@@ -72,7 +72,7 @@ impl TrainConfig {
 /// Where training stands, passed to the callback.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Epochs completed before the current one (0-based epoch index), over all calls.
+    /// The epoch of the latest step (0-based, counted over all calls).
     pub epoch: usize,
     /// Steps done so far, over all calls.
     pub step: usize,
@@ -286,6 +286,10 @@ impl Trainer {
             elapsed: Duration::ZERO,
         };
         'epochs: for _ in 0..self.config.epochs {
+            if progress.call_step == call_steps {
+                break;
+            }
+            progress.epoch = self.epoch;
             let order =
                 crate::data::Batches::with_rng(n, self.config.batch_size, self.rng.inner())?;
             for batch in order {
@@ -303,13 +307,14 @@ impl Trainer {
                 progress.step = self.step;
                 progress.loss = loss;
                 progress.elapsed = start.elapsed();
-                if every > 0 && progress.call_step % every == 0 && progress.call_step != call_steps
+                if every > 0
+                    && progress.call_step.is_multiple_of(every)
+                    && progress.call_step != call_steps
                 {
                     callback(&progress, self)?;
                 }
             }
             self.epoch += 1;
-            progress.epoch = self.epoch;
         }
         progress.elapsed = start.elapsed();
         callback(&progress, self)?;

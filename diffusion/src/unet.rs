@@ -15,8 +15,8 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::layers::{
-    cat_channels, flatten, max_pool2x2, relu, unflatten, BatchNorm2d, Conv2d, ConvTranspose2d,
-    Linear,
+    cat_channels, conv_bn_relu, conv_transpose_bn_relu, flatten, max_pool2x2, relu, unflatten,
+    BatchNorm2d, Conv2d, ConvTranspose2d, Linear,
 };
 
 /// `Conv2d(3x3) → BatchNorm2d → ReLU`, the unit every block repeats.
@@ -36,7 +36,7 @@ impl ConvBnRelu {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(relu(&self.bn.forward_t(&self.conv.forward(x)?, train)?)?)
+        Ok(conv_bn_relu(&self.conv, &self.bn, x, train)?)
     }
 }
 
@@ -109,7 +109,7 @@ impl UpBlock {
 
     pub fn forward_t(&self, x: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
         let x = cat_channels(x, skip)?;
-        let x = relu(&self.up_bn.forward_t(&self.up.forward(&x)?, train)?)?;
+        let x = conv_transpose_bn_relu(&self.up, &self.up_bn, &x, train)?;
         self.conv.forward_t(&x, train)
     }
 }
@@ -162,7 +162,7 @@ impl UNet {
     }
 
     pub fn with_config(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
-        if config.img_size % 4 != 0 || config.img_size == 0 {
+        if !config.img_size.is_multiple_of(4) || config.img_size == 0 {
             bail!(
                 "the U-Net halves the image twice: img_size must be a multiple of 4, got {}",
                 config.img_size

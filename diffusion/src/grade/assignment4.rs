@@ -1,8 +1,7 @@
 //! Set `assignment4`: sinusoidal embedding, U-Net shapes and loss, autograd (`answers/assignment4.md`).
 
-use super::question::{Expected, Question, QuestionSet};
+use super::question::{choice, free, Expected, Question, QuestionSet};
 use crate::theory::{embedding, energy, shapes};
-use anyhow::Result;
 
 /// The set.
 pub fn set() -> QuestionSet {
@@ -10,17 +9,6 @@ pub fn set() -> QuestionSet {
         id: "assignment4",
         title: "Assignment 4: diffusion building blocks and autograd",
         questions,
-    }
-}
-
-fn free() -> Result<Expected> {
-    Ok(Expected::FreeText)
-}
-
-fn choice(accepted: &[&str]) -> Expected {
-    Expected::Choice {
-        accepted: accepted.iter().map(|s| s.to_string()).collect(),
-        shown: accepted.first().copied().unwrap_or_default().to_string(),
     }
 }
 

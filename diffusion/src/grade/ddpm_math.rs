@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::question::{Expected, Question, QuestionSet};
+use super::question::{free, Expected, Question, QuestionSet};
 use crate::settings::{BATCH_SIZE, EPOCHS, T};
 use crate::theory::ddpm as th;
 
@@ -55,10 +55,6 @@ fn choice(accepted: &[&str], shown: &str) -> Result<Expected> {
         accepted: accepted.iter().map(|s| s.to_string()).collect(),
         shown: shown.to_string(),
     })
-}
-
-fn free() -> Result<Expected> {
-    Ok(Expected::FreeText)
 }
 
 fn q(
@@ -330,50 +326,14 @@ mod tests {
         std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
-    /// The verdict rules of `question.rs`, applied to one TOML value.
-    fn verdict(expected: &Expected, value: Option<&toml::Value>) -> &'static str {
-        let Some(value) = value else { return "missing" };
-        let as_f64 = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
-        let within = |got: f64, want: f64, a: f64, r: f64| (got - want).abs() <= a + r * want.abs();
-        match expected {
-            Expected::FreeText => "manual",
-            Expected::Number {
-                value: want,
-                abs_tol,
-                rel_tol,
-            } => match as_f64(value) {
-                None => "unparseable",
-                Some(got) if within(got, *want, *abs_tol, *rel_tol) => "correct",
-                Some(_) => "incorrect",
-            },
-            Expected::Vector {
-                values,
-                abs_tol,
-                rel_tol,
-            } => {
-                let Some(arr) = value.as_array() else {
-                    return "unparseable";
-                };
-                let got: Option<Vec<f64>> = arr.iter().map(as_f64).collect();
-                match got {
-                    None => "unparseable",
-                    Some(g)
-                        if g.len() == values.len()
-                            && g.iter()
-                                .zip(values)
-                                .all(|(g, w)| within(*g, *w, *abs_tol, *rel_tol)) =>
-                    {
-                        "correct"
-                    }
-                    Some(_) => "incorrect",
-                }
-            }
-            Expected::Choice { accepted, .. } => match value.as_str() {
-                None => "unparseable",
-                Some(s) if accepted.iter().any(|a| a.eq_ignore_ascii_case(s.trim())) => "correct",
-                Some(_) => "incorrect",
-            },
+    /// The verdict the grader gives `value` (a TOML value) for question `id`.
+    fn verdict(id: &str, value: Option<&toml::Value>) -> &'static str {
+        let mut table = toml::Table::new();
+        if let Some(v) = value {
+            table.insert(id.to_string(), v.clone());
         }
+        let report = crate::grade::grade_submission(&set(), &table.to_string()).unwrap();
+        report.verdict(id).unwrap().as_str()
     }
 
     #[test]
@@ -458,7 +418,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_id_with_a_correct_example() {
-        let readme = read("answers/README.ddpm-math.part.md");
+        let readme = read("answers/README.md");
         for q in questions() {
             let row = readme
                 .lines()
@@ -473,7 +433,7 @@ mod tests {
                 continue;
             }
             let table: toml::Table = toml::from_str(example).unwrap();
-            assert_eq!(verdict(&expected, table.get(q.id)), "correct", "{}", q.id);
+            assert_eq!(verdict(q.id, table.get(q.id)), "correct", "{}", q.id);
         }
     }
 
@@ -483,7 +443,7 @@ mod tests {
         let parse = |rel: &str| -> toml::Table { toml::from_str(&read(rel)).unwrap() };
         let correct = parse("answers/examples/ddpm-math-correct.toml");
         for q in &qs {
-            let v = verdict(&(q.expected)().unwrap(), correct.get(q.id));
+            let v = verdict(q.id, correct.get(q.id));
             let want = if (q.expected)().unwrap() == Expected::FreeText {
                 "manual"
             } else {
@@ -501,7 +461,7 @@ mod tests {
         let expected = parse("answers/examples/ddpm-math-mistakes.expected.toml");
         let mut got = BTreeMap::new();
         for q in &qs {
-            got.insert(q.id, verdict(&(q.expected)().unwrap(), mistakes.get(q.id)));
+            got.insert(q.id, verdict(q.id, mistakes.get(q.id)));
         }
         for (id, want) in &expected {
             let g = got

@@ -1,7 +1,7 @@
 //! Set `generative-models`: model families, the two-image ELBO exercise, theory questions and the
 //! DDPM numericals (`answers/generative-models.md`).
 
-use super::question::{Expected, Question, QuestionSet};
+use super::question::{choice, free, Expected, Question, QuestionSet};
 use crate::theory::{latent_toy, toy_chain::ToyChain};
 use anyhow::Result;
 
@@ -11,17 +11,6 @@ pub fn set() -> QuestionSet {
         id: "generative-models",
         title: "Generative models: families, ELBO, theory and DDPM numericals",
         questions,
-    }
-}
-
-fn free() -> Result<Expected> {
-    Ok(Expected::FreeText)
-}
-
-fn choice(accepted: &[&str]) -> Expected {
-    Expected::Choice {
-        accepted: accepted.iter().map(|s| s.to_string()).collect(),
-        shown: accepted.first().copied().unwrap_or_default().to_string(),
     }
 }
 

@@ -52,3 +52,16 @@ pub struct QuestionSet {
     /// The questions, in order.
     pub questions: fn() -> Vec<Question>,
 }
+
+/// The expectation of a free-text question (graded by hand).
+pub fn free() -> anyhow::Result<Expected> {
+    Ok(Expected::FreeText)
+}
+
+/// A choice accepting any of `accepted`; the first is shown as the expected answer.
+pub fn choice(accepted: &[&str]) -> Expected {
+    Expected::Choice {
+        accepted: accepted.iter().map(|s| s.to_string()).collect(),
+        shown: accepted.first().copied().unwrap_or_default().to_string(),
+    }
+}

@@ -1,9 +1,8 @@
 //! Set `vae-diffusion`: VAE questions Q1-Q5 and diffusion questions Q11-Q12
 //! (`answers/vae-diffusion.md`).
 
-use super::question::{Expected, Question, QuestionSet};
+use super::question::{choice, free, Expected, Question, QuestionSet};
 use crate::theory::gaussian;
-use anyhow::Result;
 
 /// The set.
 pub fn set() -> QuestionSet {
@@ -11,17 +10,6 @@ pub fn set() -> QuestionSet {
         id: "vae-diffusion",
         title: "VAEs (Q1-Q5) and diffusion models as hierarchical VAEs (Q11-Q12)",
         questions,
-    }
-}
-
-fn free() -> Result<Expected> {
-    Ok(Expected::FreeText)
-}
-
-fn choice(accepted: &[&str]) -> Expected {
-    Expected::Choice {
-        accepted: accepted.iter().map(|s| s.to_string()).collect(),
-        shown: accepted.first().copied().unwrap_or_default().to_string(),
     }
 }
 

@@ -1,7 +1,5 @@
-//! The numerical kernels behind the layers.
-//!
-//! These are written with candle's tensor operations, so autograd differentiates them. Each
-//! has the same meaning as its PyTorch counterpart; `layers` calls nothing else.
+//! The kernels written with candle's tensor operations, which autograd differentiates: they run
+//! on every device and dtype, and serve as the reference the fast CPU kernels are tested against.
 
 use candle_core::{Result, Tensor};
 
@@ -40,6 +38,26 @@ pub fn batch_norm_train(
     let (n, _, h, w) = x.dims4()?;
     let y = y.reshape((c, n, h, w))?.transpose(0, 1)?.contiguous()?;
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
+}
+
+/// Batch normalisation with running statistics, as in evaluation:
+/// `y = x * s + (bias - running_mean * s)` with `s = weight / sqrt(running_var + eps)` held
+/// constant for autograd.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let shape = (1, weight.dim(0)?, 1, 1);
+    let scale = weight
+        .broadcast_div(&(running_var + eps)?.sqrt()?)?
+        .detach();
+    let shift = (bias - (running_mean * &scale)?)?;
+    x.broadcast_mul(&scale.reshape(shape)?)?
+        .broadcast_add(&shift.reshape(shape)?)
 }
 
 /// 2x2 max pooling, stride 2, through reshape and `max`: the gradient of `max` goes to the

@@ -1,0 +1,173 @@
+//! The training loop: the loss falls, training continues where it stopped, a NaN stops it
+//! cleanly, and the process noises and samplers have the right shapes.
+
+use candle_core::{DType, Device, Tensor};
+use diffusion::{sample_ddim, sample_images, Rng, Schedule, TrainConfig, Trainer};
+
+/// 256 simple 16x16 images in [-1, 1]: a bright square at one of four places.
+fn toy_images() -> Tensor {
+    let mut v = vec![-1f32; 256 * 256];
+    for i in 0..256 {
+        let (oy, ox) = [(2, 2), (2, 9), (9, 2), (9, 9)][i % 4];
+        for y in oy..oy + 5 {
+            for x in ox..ox + 5 {
+                v[i * 256 + y * 16 + x] = 1.0;
+            }
+        }
+    }
+    Tensor::from_vec(v, (256, 1, 16, 16), &Device::Cpu).unwrap()
+}
+
+fn config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        batch_size: 32,
+        epochs: 100,
+        max_steps: Some(steps),
+        seed: 7,
+        ..TrainConfig::course()
+    }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len() as f32
+}
+
+#[test]
+fn loss_falls_and_a_second_call_continues() {
+    let images = toy_images();
+    let mut trainer = Trainer::new(config(40), &Device::Cpu).unwrap();
+    let mut seen = vec![];
+    let p = trainer
+        .train(&images, 10, |p, _| {
+            seen.push(p.step);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(p.step, 40);
+    assert_eq!(seen, vec![10, 20, 30, 40]);
+    // 256 images / 32 = 8 steps per epoch: 40 steps are 5 epochs
+    assert_eq!(trainer.epoch, 5);
+    let l = &trainer.losses;
+    assert_eq!(l.len(), 40);
+    // the loss starts near 1 (predicting unit-variance noise) and falls
+    assert!(mean(&l[..5]) > 0.5, "{l:?}");
+    assert!(mean(&l[35..]) < 0.75 * mean(&l[..5]), "{l:?}");
+
+    let p2 = trainer.train(&images, 0, |_, _| Ok(())).unwrap();
+    assert_eq!(p2.step, 80, "the second call continues from step 40");
+    assert_eq!(trainer.losses.len(), 80);
+}
+
+#[test]
+fn same_seed_same_losses() {
+    let images = toy_images();
+    let run = || {
+        let mut t = Trainer::new(config(3), &Device::Cpu).unwrap();
+        // the weights' initialisation is random: copy one trainer's weights into the other
+        t.varmap
+            .load(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/weights.safetensors"
+            ))
+            .unwrap();
+        t.train(&images, 0, |_, _| Ok(())).unwrap();
+        t.losses.clone()
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_state() {
+    let mut trainer = Trainer::new(config(5), &Device::Cpu).unwrap();
+    let good = toy_images().narrow(0, 0, 32).unwrap();
+    trainer.train_step(&good).unwrap();
+    let before = diffusion::checkpoint::state_dict(&trainer.varmap).unwrap();
+    let nan = Tensor::full(f32::NAN, (32, 1, 16, 16), &Device::Cpu).unwrap();
+    let bad = (&good + nan).unwrap();
+    let e = trainer.train_step(&bad).unwrap_err().to_string();
+    assert!(e.contains("NaN") && e.contains("step 2"), "{e}");
+    assert_eq!(trainer.step, 1);
+    let after = diffusion::checkpoint::state_dict(&trainer.varmap).unwrap();
+    for (k, v) in &before {
+        let d = (v.to_dtype(DType::F64).unwrap() - after[k].to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(d, 0.0, "{k} changed");
+    }
+}
+
+#[test]
+fn too_few_images_for_a_batch_is_an_error() {
+    let mut trainer = Trainer::new(config(5), &Device::Cpu).unwrap();
+    let few = toy_images().narrow(0, 0, 10).unwrap();
+    let e = trainer
+        .train(&few, 0, |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no full batch of 32"), "{e}");
+}
+
+#[test]
+fn env_max_steps_is_read_and_checked() {
+    // one test touches the variable, so no other test sees it change
+    std::env::set_var("DIFFUSION_MAX_STEPS", "12");
+    assert_eq!(
+        TrainConfig::course().with_env().unwrap().max_steps,
+        Some(12)
+    );
+    std::env::set_var("DIFFUSION_MAX_STEPS", "many");
+    let e = TrainConfig::course().with_env().unwrap_err().to_string();
+    assert!(e.contains("DIFFUSION_MAX_STEPS"), "{e}");
+    std::env::remove_var("DIFFUSION_MAX_STEPS");
+    assert_eq!(TrainConfig::course().with_env().unwrap().max_steps, None);
+}
+
+#[test]
+fn samplers_return_images_and_strips() {
+    let dev = Device::Cpu;
+    let (unet, _) = diffusion::checkpoint::new_unet(&dev).unwrap();
+    let s = Schedule::course(&dev).unwrap();
+    let out = sample_images(&unet, &s, 3, 15, &mut Rng::new(1)).unwrap();
+    assert_eq!(out.images.dims(), &[3, 1, 16, 16]);
+    assert_eq!(
+        out.frames.len(),
+        16,
+        "ncols + 1 frames: the noise and 15 snapshots"
+    );
+    let steps: Vec<_> = out.frame_steps.iter().skip(1).map(|s| s.unwrap()).collect();
+    assert_eq!(steps, (0..15).rev().map(|k| 10 * k).collect::<Vec<_>>());
+    assert_eq!(out.strips().unwrap().dims(), &[48, 1, 16, 16]);
+
+    let a = sample_ddim(&unet, &s, 2, 10, &mut Rng::new(4)).unwrap();
+    let b = sample_ddim(&unet, &s, 2, 10, &mut Rng::new(4)).unwrap();
+    assert_eq!(a.frames.len(), 11);
+    let d: f32 = (a.images - b.images)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(
+        d, 0.0,
+        "DDIM with eta = 0 is deterministic given the starting noise"
+    );
+    assert!(sample_ddim(&unet, &s, 2, 0, &mut Rng::new(4)).is_err());
+    assert!(sample_ddim(&unet, &s, 2, 151, &mut Rng::new(4)).is_err());
+    assert!(sample_images(&unet, &s, 0, 15, &mut Rng::new(4)).is_err());
+}
+
+#[test]
+fn ddim_with_every_step_visits_every_timestep() {
+    let ts = diffusion::sample::ddim_timesteps(150, 150).unwrap();
+    assert_eq!(ts, (0..150).rev().collect::<Vec<_>>());
+    assert_eq!(diffusion::sample::ddim_timesteps(150, 1).unwrap(), vec![0]);
+    let ts = diffusion::sample::ddim_timesteps(150, 4).unwrap();
+    assert_eq!(ts, vec![149, 99, 50, 0]);
+}
