@@ -2,7 +2,8 @@
 //! copy (the committed notebook is never written), with a short training
 //! (`DIFFUSION_MAX_STEPS`), then checks its outputs:
 //!
-//! - no cell reports an error;
+//! - no cell reports an error, neither as an error output (compilation errors, panics) nor on
+//!   stderr (where evcxr prints an error returned by `?`);
 //! - every cell tagged `figure` shows a picture (PNG, SVG, or HTML holding `<img` or `<svg`);
 //! - the training cell's progress lines show the loss falling;
 //! - running the training cell a second time (a copy of it appended at the end) goes on from the
@@ -242,6 +243,14 @@ fn run_notebook() -> Result<()> {
                 out["output_type"],
                 "error",
                 "cell {i} reported an error: {out}\nsource:\n{}",
+                source_of(cell)
+            );
+            // evcxr prints an error returned by `?` to stderr (no error output), and only
+            // errors go there.
+            assert!(
+                !(out["output_type"] == "stream" && out["name"] == "stderr"),
+                "cell {i} wrote to stderr: {}\nsource:\n{}",
+                text_of(&out["text"]),
                 source_of(cell)
             );
         }
