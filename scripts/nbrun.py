@@ -54,11 +54,11 @@ def errors_of(nb):
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []):
             if o.get("output_type") == "error":
-                out.append((i, o.get("ename", ""), "\n".join(o.get("traceback", []))))
+                out.append((i, o.get("evalue", ""), "\n".join(o.get("traceback", []))))
             elif o.get("output_type") == "stream" and o.get("name") == "stderr":
+                # evcxr prints an error returned by `?` to stderr.
                 text = o.get("text", "")
-                if "error" in text.lower():
-                    out.append((i, "stderr", text))
+                out.append((i, "".join(text) if isinstance(text, list) else text, ""))
     return out
 
 
@@ -66,7 +66,7 @@ def execute(nb, cwd, timeout=1800):
     """Executes `nb` in place with its kernel started in `cwd`; returns per-cell seconds."""
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="rust",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="rust", allow_errors=True,
                             resources={"metadata": {"path": str(cwd)}})
     times = []
     t0 = time.time()
@@ -84,12 +84,20 @@ def execute(nb, cwd, timeout=1800):
 
 
 def warm():
-    import nbformat
-
     key = warm_key()
     if STAMP.exists() and STAMP.read_text().strip() == key:
         return
+    import nbformat
+
+    settings = (NOTEBOOKS / "evcxr.toml").read_bytes()
+    seen = TMPDIR / "evcxr.toml.built"
+    if (TMPDIR / "target").exists() and not (seen.exists() and seen.read_bytes() == settings):
+        # Cargo does not notice every change of evcxr's settings (static or dynamic linking,
+        # say): start the build afresh.
+        say("evcxr.toml changed: removing the old build")
+        shutil.rmtree(TMPDIR / "target")
     TMPDIR.mkdir(parents=True, exist_ok=True)
+    seen.write_bytes(settings)
     lock = TMPDIR / "Cargo.lock"
     if not lock.exists():
         # Start from the versions the project is tested with.
@@ -104,7 +112,7 @@ def warm():
     errs = errors_of(nb)
     if errs:
         for i, name, text in errs:
-            print(f"cell {i}: {name}\n{text}", file=sys.stderr)
+            print(f"cell {i}: {name}", file=sys.stderr)
         raise SystemExit("error: the warm-up run failed (see above)")
     say(f"dependencies compiled in {time.time() - t0:.0f} s")
     STAMP.write_text(key + "\n")
@@ -121,7 +129,7 @@ def run(src, dst):
     nbformat.write(nb, dst)
     errs = errors_of(nb)
     for i, name, text in errs:
-        print(f"cell {i}: {name}\n{text}", file=sys.stderr)
+        print(f"cell {i}: {name}", file=sys.stderr)
     if errs:
         raise SystemExit("error: some cells failed (see above)")
 

@@ -83,6 +83,89 @@ fn op_pair(
     Ok(())
 }
 
+/// The fast path alone, with the rate of multiply-adds: `macs` per forward pass, three times
+/// that for forward and backward.
+fn fast_rate(
+    name: &str,
+    runs: usize,
+    macs: f64,
+    inputs: &[Var],
+    f: impl Fn(&[&Tensor]) -> candle_core::Result<Tensor>,
+) -> Result<()> {
+    let ts: Vec<&Tensor> = inputs.iter().map(|v| v.as_tensor()).collect();
+    let fwd = time(runs, || {
+        f(&ts)?;
+        Ok(())
+    })?;
+    let both = time(runs, || {
+        let y = f(&ts)?;
+        y.backward()?;
+        Ok(())
+    })?;
+    println!(
+        "{name:<22} fwd {:>7.2} ms ({:>5.1} GFLOP/s)  fwd+bwd {:>7.2} ms ({:>5.1} GFLOP/s)",
+        fwd.1,
+        2.0 * macs / fwd.1 / 1e6,
+        both.1,
+        6.0 * macs / both.1 / 1e6
+    );
+    Ok(())
+}
+
+fn rates(runs: usize) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut rng = Rng::new(0);
+    let mut var =
+        |shape: &[usize]| -> Result<Var> { Ok(Var::from_tensor(&rng.randn(shape, &dev)?)?) };
+    let n = 128;
+    let eps = 1e-5;
+    for (c, o, s) in [
+        (1, 16, 16),
+        (16, 32, 16),
+        (32, 32, 16),
+        (32, 64, 8),
+        (64, 64, 8),
+        (64, 64, 4),
+        (32, 32, 8),
+        (16, 16, 16),
+    ] {
+        let v = [
+            var(&[n, c, s, s])?,
+            var(&[o, c, 3, 3])?,
+            var(&[o])?,
+            var(&[o])?,
+            var(&[o])?,
+        ];
+        let macs = (n * o * c * 9 * s * s) as f64;
+        fast_rate(&format!("cbr {c}->{o} @{s}"), runs, macs, &v, |t| {
+            ops::conv_bn_relu_train(ops::ConvKind::Conv3x3, t[0], t[1], t[2], t[3], t[4], eps)?
+                .0
+                .sum_all()
+        })?;
+    }
+    for (c, o, s) in [(128, 32, 4), (64, 16, 8)] {
+        let v = [
+            var(&[n, c, s, s])?,
+            var(&[c, o, 3, 3])?,
+            var(&[o])?,
+            var(&[o])?,
+            var(&[o])?,
+        ];
+        let macs = (n * o * c * 9 * s * s) as f64;
+        fast_rate(&format!("ctbr {c}->{o} @{s}"), runs, macs, &v, |t| {
+            let kind = ops::ConvKind::Transpose3x3S2;
+            ops::conv_bn_relu_train(kind, t[0], t[1], t[2], t[3], t[4], eps)?
+                .0
+                .sum_all()
+        })?;
+    }
+    let v = [var(&[n, 16, 16, 16])?, var(&[1, 16, 3, 3])?, var(&[1])?];
+    fast_rate("conv 16->1 @16", runs, (n * 16 * 9 * 256) as f64, &v, |t| {
+        ops::conv3x3(t[0], t[1], t[2])?.sum_all()
+    })?;
+    Ok(())
+}
+
 fn ops_table(runs: usize) -> Result<()> {
     let dev = Device::Cpu;
     let mut rng = Rng::new(0);
@@ -209,6 +292,7 @@ fn main() -> Result<()> {
             println!("sample150 x{count} wall {w:.1} ms, cpu {c:.1} ms");
         }
         "phases" => phases(count)?,
+        "rates" => rates(count)?,
         other => anyhow::bail!("unknown measurement {other:?}: use ops, train, phases or sample"),
     }
     Ok(())

@@ -134,21 +134,20 @@ impl BatchNorm2d {
     /// Normalises `x` of shape `[N, C, H, W]`: with batch statistics (and an update of the running
     /// ones) when `train`, with the running statistics otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let c = self.weight.dim(0)?;
         let (n, _, h, w) = x.dims4()?;
         if train {
             let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
             self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            let shape = (1, c, 1, 1);
-            let scale = (self
-                .weight
-                .broadcast_div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?))?
-            .detach();
-            let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            x.broadcast_mul(&scale.reshape(shape)?)?
-                .broadcast_add(&shift.reshape(shape)?)
+            crate::ops::batch_norm_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                BN_EPS,
+            )
         }
     }
 
@@ -176,7 +175,7 @@ impl BatchNorm2d {
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        use crate::ops::{conv3x3, conv_bn_relu_train, conv_transpose3x3_s2, ConvKind};
+        use crate::ops::{conv_bn_relu_eval, conv_bn_relu_train};
         if train {
             let (y, mean, var) =
                 conv_bn_relu_train(kind, x, w, b, &self.weight, &self.bias, BN_EPS)?;
@@ -184,11 +183,8 @@ impl BatchNorm2d {
             self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            let z = match kind {
-                ConvKind::Conv3x3 => conv3x3(x, w, b)?,
-                ConvKind::Transpose3x3S2 => conv_transpose3x3_s2(x, w, b)?,
-            };
-            self.forward_t(&z, false)?.relu()
+            let (rm, rv) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+            conv_bn_relu_eval(kind, x, w, b, &self.weight, &self.bias, rm, rv, BN_EPS)
         }
     }
 }

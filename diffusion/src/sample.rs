@@ -80,8 +80,8 @@ pub fn sample_images(
     let mut frame_steps = vec![None];
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, device)?;
-        let e_t = model.forward_t(&x, &t_batch, false)?;
-        x = reverse_q(schedule, &x, t, &e_t, rng)?;
+        let e_t = model.forward_t(&x, &t_batch, false)?.detach(); // no gradient history across steps
+        x = reverse_q(schedule, &x, t, &e_t, rng)?.detach();
         if ncols > 0 && keep.contains(&t) {
             frames.push(x.clone());
             frame_steps.push(Some(t));
@@ -125,7 +125,7 @@ pub fn sample_ddim(
     let mut frame_steps = vec![None];
     for (i, &t) in ts.iter().enumerate() {
         let t_batch = Tensor::full(t as u32, n, device)?;
-        let e_t = model.forward_t(&x, &t_batch, false)?;
+        let e_t = model.forward_t(&x, &t_batch, false)?.detach(); // no gradient history across steps
         let x0_hat =
             ((&x - (&e_t * (1.0 - a_bar[t]).sqrt())?)? / a_bar[t].sqrt())?.clamp(-1f32, 1f32)?;
         let a_prev = ts.get(i + 1).map(|&p| a_bar[p]).unwrap_or(1.0);

@@ -2,7 +2,8 @@
 //! copy (the committed notebook is never written), with a short training
 //! (`DIFFUSION_MAX_STEPS`), then checks its outputs:
 //!
-//! - no cell reports an error;
+//! - no cell reports an error, neither as an error output (compilation errors, panics) nor on
+//!   stderr (where evcxr prints an error returned by `?`);
 //! - every cell tagged `figure` shows a picture (PNG, SVG, or HTML holding `<img` or `<svg`);
 //! - the training cell's progress lines show the loss falling;
 //! - running the training cell a second time (a copy of it appended at the end) goes on from the
@@ -33,8 +34,14 @@ fn root() -> PathBuf {
 fn missing_setup(root: &Path) -> Option<String> {
     let needed = [
         (".venv/bin/jupyter", "JupyterLab and nbconvert in .venv/"),
-        (".venv/share/jupyter/kernels/rust/kernel.json", "the Rust kernel's kernelspec"),
-        (".tools/bin/evcxr_jupyter", "the Rust kernel evcxr_jupyter in .tools/"),
+        (
+            ".venv/share/jupyter/kernels/rust/kernel.json",
+            "the Rust kernel's kernelspec",
+        ),
+        (
+            ".tools/bin/evcxr_jupyter",
+            "the Rust kernel evcxr_jupyter in .tools/",
+        ),
     ];
     for (path, what) in needed {
         if !root.join(path).exists() {
@@ -143,10 +150,7 @@ fn prepare(root: &Path, work: &Path, notebook: &Value) -> Result<PathBuf> {
         std::os::unix::fs::symlink(root.join("diffusion"), &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
-    std::fs::copy(
-        root.join("notebooks/evcxr.toml"),
-        nb_dir.join("evcxr.toml"),
-    )?;
+    std::fs::copy(root.join("notebooks/evcxr.toml"), nb_dir.join("evcxr.toml"))?;
     let lock = nb_dir.join(".evcxr/Cargo.lock");
     if !lock.exists() {
         std::fs::copy(root.join("Cargo.lock"), &lock)?;
@@ -168,7 +172,9 @@ fn run_notebook() -> Result<()> {
 
     let committed = root.join("notebooks/02_diffusion.ipynb");
     let mut notebook: Value = serde_json::from_str(&std::fs::read_to_string(&committed)?)?;
-    let cells = notebook["cells"].as_array().context("notebook without cells")?;
+    let cells = notebook["cells"]
+        .as_array()
+        .context("notebook without cells")?;
     let figures_expected = cells.iter().filter(|c| has_tag(c, "figure")).count();
     assert!(
         figures_expected >= 8,
@@ -183,7 +189,9 @@ fn run_notebook() -> Result<()> {
     // steps of one run of the cell).
     let rerun_source = train_source;
     let n_cells = cells.len();
-    let cells = notebook["cells"].as_array_mut().context("notebook without cells")?;
+    let cells = notebook["cells"]
+        .as_array_mut()
+        .context("notebook without cells")?;
     cells.push(new_code_cell(&rerun_source));
 
     let work = root.join("target/notebook-test");
@@ -224,14 +232,25 @@ fn run_notebook() -> Result<()> {
     }
 
     let done: Value = serde_json::from_str(&std::fs::read_to_string(&executed)?)?;
-    let cells = done["cells"].as_array().context("executed notebook without cells")?;
+    let cells = done["cells"]
+        .as_array()
+        .context("executed notebook without cells")?;
     assert_eq!(cells.len(), n_cells + 1, "cells were lost on the way");
 
     for (i, cell) in cells.iter().enumerate() {
         for out in cell["outputs"].as_array().into_iter().flatten() {
             assert_ne!(
-                out["output_type"], "error",
+                out["output_type"],
+                "error",
                 "cell {i} reported an error: {out}\nsource:\n{}",
+                source_of(cell)
+            );
+            // evcxr prints an error returned by `?` to stderr (no error output), and only
+            // errors go there.
+            assert!(
+                !(out["output_type"] == "stream" && out["name"] == "stderr"),
+                "cell {i} wrote to stderr: {}\nsource:\n{}",
+                text_of(&out["text"]),
                 source_of(cell)
             );
         }
@@ -257,7 +276,10 @@ fn run_notebook() -> Result<()> {
     );
     let (s0, l0) = first[0];
     let (s1, l1) = first[first.len() - 1];
-    assert!(s1 <= MAX_STEPS, "trained past DIFFUSION_MAX_STEPS: step {s1}");
+    assert!(
+        s1 <= MAX_STEPS,
+        "trained past DIFFUSION_MAX_STEPS: step {s1}"
+    );
     assert!(
         l1 < 0.5 * l0,
         "the loss should fall: step {s0} loss {l0}, step {s1} loss {l1}"

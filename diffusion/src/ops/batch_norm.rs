@@ -96,6 +96,25 @@ pub(crate) fn backward(
     st: &Stats,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; n * c * hw];
+    let (dw, db) = backward_into(x, y, dy, n, c, hw, weight, st, relu, &mut dx);
+    (dx, dw, db)
+}
+
+/// [`backward`] writing `dx` into `dx`, returning `(dweight, dbias)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_into(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    weight: &[f32],
+    st: &Stats,
+    relu: bool,
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -122,8 +141,7 @@ pub(crate) fn backward(
             [st.mean[ch], a, -a * s * dw / count, -a * db / count]
         })
         .collect();
-    let mut dx = vec![0f32; n * c * hw];
-    for_each_images(&mut dx, c * hw, |images, out| {
+    for_each_images(dx, c * hw, |images, out| {
         let start = images.start * c * hw;
         for (j, orow) in out.chunks_exact_mut(hw).enumerate() {
             let base = start + j * hw;
@@ -136,7 +154,6 @@ pub(crate) fn backward(
         }
     });
     (
-        dx,
         sums.iter().map(|s| s.0).collect(),
         sums.iter().map(|s| s.1).collect(),
     )

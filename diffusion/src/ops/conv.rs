@@ -8,7 +8,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::gemm::{
-    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, Mat,
+    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
+    Mat,
 };
 
 /// Fills `col` (`[c*9, h*w]`) with `col[i*9 + kh*3 + kw, y*w + x] = x[i, y+kh-1, x+kw-1]`, zero
@@ -55,34 +56,64 @@ pub fn conv3x3_forward(
     o: usize,
     b: Option<&[f32]>,
 ) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * h * w];
+    conv3x3_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
+    y
+}
+
+/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
     let hw = h * w;
     let k = c * 9;
-    let mut y = vec![0f32; n * o * hw];
     let par = inner_parallelism(n);
-    for_each_images(&mut y, o * hw, |images, out| {
-        let mut col = vec![0f32; k * hw];
-        for (j, img) in images.enumerate() {
-            let y_img = &mut out[j * o * hw..(j + 1) * o * hw];
-            im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, &mut col);
-            if let Some(b) = b {
-                for (row, &bo) in y_img.chunks_exact_mut(hw).zip(b) {
-                    row.fill(bo);
+    for_each_images(y, o * hw, |images, out| {
+        with_scratch(k * hw, |col| {
+            for (j, img) in images.enumerate() {
+                let y_img = &mut out[j * o * hw..(j + 1) * o * hw];
+                im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, col);
+                if let Some(b) = b {
+                    for (row, &bo) in y_img.chunks_exact_mut(hw).zip(b) {
+                        row.fill(bo);
+                    }
+                }
+                sgemm(
+                    o,
+                    hw,
+                    k,
+                    y_img,
+                    hw,
+                    b.is_some(),
+                    Mat::rows(wt, k),
+                    Mat::rows(col, hw),
+                    par,
+                );
+                if relu {
+                    relu_in_place(y_img);
                 }
             }
-            sgemm(
-                o,
-                hw,
-                k,
-                y_img,
-                hw,
-                b.is_some(),
-                Mat::rows(wt, k),
-                Mat::rows(&col, hw),
-                par,
-            );
-        }
+        })
     });
-    y
+}
+
+/// `v = max(v, 0)`, except that a NaN stays NaN (as in PyTorch, so that a diverging run shows).
+pub fn relu_in_place(y: &mut [f32]) {
+    for v in y {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
 }
 
 /// `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`: the kernel whose convolution is the input gradient.
@@ -112,21 +143,22 @@ pub fn conv3x3_weight_grad(
     let k = c * 9;
     let par = inner_parallelism(n);
     sum_over_images(n, o * k, |images, acc| {
-        let mut col = vec![0f32; k * hw];
-        for img in images {
-            im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, &mut col);
-            sgemm(
-                o,
-                k,
-                hw,
-                acc,
-                k,
-                true,
-                Mat::rows(&dy[img * o * hw..(img + 1) * o * hw], hw),
-                Mat::rows_t(&col, hw),
-                par,
-            );
-        }
+        with_scratch(k * hw, |col| {
+            for img in images {
+                im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, col);
+                sgemm(
+                    o,
+                    k,
+                    hw,
+                    acc,
+                    k,
+                    true,
+                    Mat::rows(&dy[img * o * hw..(img + 1) * o * hw], hw),
+                    Mat::rows_t(col, hw),
+                    par,
+                );
+            }
+        })
     })
 }
 

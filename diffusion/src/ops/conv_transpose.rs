@@ -10,9 +10,10 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::conv::{bias_grad, dims4};
+use super::conv::{bias_grad, dims4, relu_in_place};
 use super::gemm::{
-    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, Mat,
+    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
+    Mat,
 };
 
 /// Adds `cols` (`[o*9, h*w]`) into `y` (`[o, 2h, 2w]`) at the pixels the kernel reaches.
@@ -104,31 +105,53 @@ pub fn conv_transpose_forward(
     o: usize,
     b: &[f32],
 ) -> Vec<f32> {
-    let hw = h * w;
-    let mut y = vec![0f32; n * o * 4 * hw];
-    let par = inner_parallelism(n);
-    for_each_images(&mut y, o * 4 * hw, |images, out| {
-        let mut cols = vec![0f32; o * 9 * hw];
-        for (j, img) in images.enumerate() {
-            sgemm(
-                o * 9,
-                hw,
-                c,
-                &mut cols,
-                hw,
-                false,
-                Mat::rows_t(wt, o * 9),
-                Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
-                par,
-            );
-            let y_img = &mut out[j * o * 4 * hw..(j + 1) * o * 4 * hw];
-            for (plane, &bo) in y_img.chunks_exact_mut(4 * hw).zip(b) {
-                plane.fill(bo);
-            }
-            col2im_s2(&cols, o, h, w, y_img);
-        }
-    });
+    let mut y = vec![0f32; n * o * 4 * h * w];
+    conv_transpose_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
     y
+}
+
+/// [`conv_transpose_forward`] writing into `y` (`n * o * 4 * h * w` values), then `max(y, 0)`
+/// if `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let hw = h * w;
+    let par = inner_parallelism(n);
+    for_each_images(y, o * 4 * hw, |images, out| {
+        with_scratch(o * 9 * hw, |cols| {
+            for (j, img) in images.enumerate() {
+                sgemm(
+                    o * 9,
+                    hw,
+                    c,
+                    cols,
+                    hw,
+                    false,
+                    Mat::rows_t(wt, o * 9),
+                    Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
+                    par,
+                );
+                let y_img = &mut out[j * o * 4 * hw..(j + 1) * o * 4 * hw];
+                for (plane, &bo) in y_img.chunks_exact_mut(4 * hw).zip(b) {
+                    plane.fill(bo);
+                }
+                col2im_s2(cols, o, h, w, y_img);
+                if relu {
+                    relu_in_place(y_img);
+                }
+            }
+        })
+    });
 }
 
 /// `dx_n = W g(dy_n)` for `dy` `[n, o, 2h, 2w]`: the input gradient, `[n, c, h, w]`.
@@ -146,27 +169,22 @@ pub fn conv_transpose_input_grad(
     let mut dx = vec![0f32; n * c * hw];
     let par = inner_parallelism(n);
     for_each_images(&mut dx, c * hw, |images, out| {
-        let mut cols = vec![0f32; o * 9 * hw];
-        for (j, img) in images.enumerate() {
-            im2col_s2(
-                &dy[img * o * 4 * hw..(img + 1) * o * 4 * hw],
-                o,
-                h,
-                w,
-                &mut cols,
-            );
-            sgemm(
-                c,
-                hw,
-                o * 9,
-                &mut out[j * c * hw..(j + 1) * c * hw],
-                hw,
-                false,
-                Mat::rows(wt, o * 9),
-                Mat::rows(&cols, hw),
-                par,
-            );
-        }
+        with_scratch(o * 9 * hw, |cols| {
+            for (j, img) in images.enumerate() {
+                im2col_s2(&dy[img * o * 4 * hw..(img + 1) * o * 4 * hw], o, h, w, cols);
+                sgemm(
+                    c,
+                    hw,
+                    o * 9,
+                    &mut out[j * c * hw..(j + 1) * c * hw],
+                    hw,
+                    false,
+                    Mat::rows(wt, o * 9),
+                    Mat::rows(cols, hw),
+                    par,
+                );
+            }
+        })
     });
     dx
 }
@@ -184,27 +202,22 @@ pub fn conv_transpose_weight_grad(
     let hw = h * w;
     let par = inner_parallelism(n);
     sum_over_images(n, c * o * 9, |images, acc| {
-        let mut cols = vec![0f32; o * 9 * hw];
-        for img in images {
-            im2col_s2(
-                &dy[img * o * 4 * hw..(img + 1) * o * 4 * hw],
-                o,
-                h,
-                w,
-                &mut cols,
-            );
-            sgemm(
-                c,
-                o * 9,
-                hw,
-                acc,
-                o * 9,
-                true,
-                Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
-                Mat::rows_t(&cols, hw),
-                par,
-            );
-        }
+        with_scratch(o * 9 * hw, |cols| {
+            for img in images {
+                im2col_s2(&dy[img * o * 4 * hw..(img + 1) * o * 4 * hw], o, h, w, cols);
+                sgemm(
+                    c,
+                    o * 9,
+                    hw,
+                    acc,
+                    o * 9,
+                    true,
+                    Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
+                    Mat::rows_t(cols, hw),
+                    par,
+                );
+            }
+        })
     })
 }
 

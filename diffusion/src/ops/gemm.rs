@@ -1,7 +1,9 @@
 //! Shared pieces of the CPU kernels: a checked matrix product on top of the `gemm` crate, access
 //! to the `f32` data of CPU tensors, and splitting a batch over threads.
 
-use std::ops::Range;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut, Range};
+use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
@@ -109,6 +111,114 @@ pub fn sgemm(
     }
 }
 
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `len` values of scratch space (holding whatever was there before), reusing
+/// this thread's buffer unless it is already in use.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Large buffers given back by [`PoolBuf`]s, for the next ones: fresh allocations of that size
+/// come straight from the system, whose zeroed pages cost a fault each.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// At most this many buffers wait in the pool.
+const POOL_BUFFERS: usize = 64;
+
+/// A buffer of `f32` from the pool, which returns to it when dropped. Its contents start as
+/// whatever the previous user left.
+pub struct PoolBuf(Vec<f32>);
+
+impl PoolBuf {
+    /// A buffer of `len` values: the smallest pooled one that is large enough, else a new one.
+    pub fn new(len: usize) -> Self {
+        let found = POOL.lock().ok().and_then(|mut pool| {
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= len)
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i)?;
+            Some(pool.swap_remove(best))
+        });
+        let mut v = found.unwrap_or_default();
+        v.resize(len, 0.0);
+        v.truncate(len);
+        Self(v)
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        let mut b = Self::new(len);
+        b.fill(0.0);
+        b
+    }
+}
+
+impl Deref for PoolBuf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for PoolBuf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if let Ok(mut pool) = POOL.lock() {
+            if pool.len() < POOL_BUFFERS {
+                pool.push(v);
+            } else if let Some(smallest) = pool
+                .iter_mut()
+                .min_by_key(|p| p.capacity())
+                .filter(|p| p.capacity() < v.capacity())
+            {
+                *smallest = v;
+            }
+        }
+    }
+}
+
+/// Keeps freed memory in the process (glibc on Linux): by default glibc hands large freed blocks
+/// back to the system, and every training step then pays a page fault, and the zeroing of a
+/// page, for each 4 KiB of the next step's tensors. Blocks up to 32 MiB stay in the heap, which is
+/// never trimmed, so its size settles at the peak of a step. Runs once, on the first fast kernel.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: `mallopt` only changes glibc's allocation thresholds; both values are in
+            // the ranges glibc accepts (the mmap threshold at most 32 MiB on 64-bit systems).
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+                mallopt(M_TRIM_THRESHOLD, i32::MAX);
+            }
+        });
+    }
+}
+
 /// Threads the kernels may use (`RAYON_NUM_THREADS`, else the machine's cores).
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
@@ -163,16 +273,17 @@ pub fn sum_over_images(
     len: usize,
     f: impl Fn(Range<usize>, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let parts: Vec<Vec<f32>> = ranges(n)
-        .into_par_iter()
-        .map(|r| {
-            let mut acc = vec![0f32; len];
-            f(r, &mut acc);
-            acc
-        })
-        .collect();
-    let mut total = vec![0f32; len];
-    for p in parts {
+    let ranges = ranges(n);
+    let mut parts = PoolBuf::zeros(ranges.len() * len);
+    if len == 0 {
+        return vec![];
+    }
+    parts
+        .par_chunks_mut(len)
+        .zip(ranges)
+        .for_each(|(acc, r)| f(r, acc));
+    let mut total = parts[..len].to_vec();
+    for p in parts[len..].chunks_exact(len) {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;
         }

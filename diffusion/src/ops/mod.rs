@@ -35,7 +35,11 @@ pub fn use_reference_only(on: bool) {
 
 /// Do these tensors take the fast CPU kernels?
 fn fast(ts: &[&Tensor]) -> bool {
-    !REFERENCE_ONLY.with(Cell::get) && ts.iter().all(|t| is_cpu_f32(t))
+    let fast = !REFERENCE_ONLY.with(Cell::get) && ts.iter().all(|t| is_cpu_f32(t));
+    if fast {
+        gemm::keep_freed_memory();
+    }
+    fast
 }
 
 /// `y = conv2d(x, w, padding = 1) + b` for a `[O, I, 3, 3]` kernel.
@@ -73,6 +77,20 @@ pub fn batch_norm_train(
     }
 }
 
+/// Batch normalisation with running statistics, as in evaluation:
+/// `y = x * s + (bias - running_mean * s)`, `s = weight / sqrt(running_var + eps)` (a constant
+/// for autograd). Written with candle's operations on every device.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    reference::batch_norm_eval(x, weight, bias, running_mean, running_var, eps)
+}
+
 /// 2x2 max pooling, stride 2; the gradient of each window goes, whole, to its first maximum, as
 /// in PyTorch.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
@@ -104,6 +122,31 @@ pub fn conv_bn_relu_train(
         };
         let (y, mean, var) = reference::batch_norm_train(&z, gamma, beta, eps)?;
         Ok((y.relu()?, mean, var))
+    }
+}
+
+/// `y = max(bn_eval(conv(x, w) + b), 0)` with the running statistics (the convolution being
+/// `kind`), where `bn_eval` is [`reference::batch_norm_eval`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_relu_eval(
+    kind: ConvKind,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if fast(&[x, w, b, gamma, beta, running_mean, running_var]) {
+        fused::conv_bn_relu_eval(kind, x, w, b, gamma, beta, running_mean, running_var, eps)
+    } else {
+        let z = match kind {
+            ConvKind::Conv3x3 => reference::conv3x3(x, w, b)?,
+            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b)?,
+        };
+        reference::batch_norm_eval(&z, gamma, beta, running_mean, running_var, eps)?.relu()
     }
 }
 

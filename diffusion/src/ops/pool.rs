@@ -1,6 +1,7 @@
 //! 2x2 max pooling with stride 2 on the CPU: `y[n, c, i, j] = max` of the window
-//! `x[n, c, 2i..2i+2, 2j..2j+2]` (a last odd row or column is dropped). The backward pass sends
-//! the whole gradient of a window to its first maximum in row-major order, as PyTorch does.
+//! `x[n, c, 2i..2i+2, 2j..2j+2]` (a last odd row or column is dropped). As in PyTorch, the
+//! maximum is the first largest value in row-major order, or the first NaN (which propagates),
+//! and the backward pass sends the whole gradient of a window there.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
@@ -12,12 +13,16 @@ fn window(w: usize) -> [usize; 4] {
     [0, 1, w, w + 1]
 }
 
-/// The index (0..4) of the first maximum among the window's values.
+/// The index (0..4) of the first maximum among the window's values (or of its first NaN).
 fn argmax(plane: &[f32], top_left: usize, w: usize) -> usize {
     let offs = window(w);
     let mut best = 0;
     for k in 1..4 {
-        if plane[top_left + offs[k]] > plane[top_left + offs[best]] {
+        let (v, b) = (plane[top_left + offs[k]], plane[top_left + offs[best]]);
+        if b.is_nan() {
+            break;
+        }
+        if v > b || v.is_nan() {
             best = k;
         }
     }
@@ -34,11 +39,15 @@ fn forward(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
             for i in 0..ho {
                 for jj in 0..wo {
                     let tl = 2 * i * w + 2 * jj;
-                    let m = plane[tl]
-                        .max(plane[tl + 1])
-                        .max(plane[tl + w])
-                        .max(plane[tl + w + 1]);
-                    oplane[i * wo + jj] = m;
+                    let (a, b) = (plane[tl], plane[tl + 1]);
+                    let (c, d) = (plane[tl + w], plane[tl + w + 1]);
+                    let m = a.max(b).max(c).max(d);
+                    // `max` skips NaN; PyTorch's pooling returns it.
+                    oplane[i * wo + jj] = if m.is_nan() || (a + b + c + d).is_nan() {
+                        plane[tl + window(w)[argmax(plane, tl, w)]]
+                    } else {
+                        m
+                    };
                 }
             }
         }
@@ -97,6 +106,25 @@ mod tests {
     use super::*;
     use crate::ops::testing::{check_close, grads_of, random};
     use candle_core::{Device, Var};
+
+    #[test]
+    fn nan_propagates_and_takes_the_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::from_vec(
+            vec![1f32, f32::NAN, 0., 2., 5., 2., 3., f32::NAN],
+            (1, 1, 2, 4),
+            &dev,
+        )?)?;
+        let y = max_pool2x2(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(y[0].is_nan() && y[1].is_nan());
+        let up = Tensor::from_vec(vec![10f32, 20.], (1, 1, 1, 2), &dev)?;
+        let g = grads_of(&max_pool2x2(&x)?, &up, &[x.as_tensor()])?;
+        assert_eq!(
+            g[0].flatten_all()?.to_vec1::<f32>()?,
+            [0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 20.0]
+        );
+        Ok(())
+    }
 
     #[test]
     fn hand_worked_window_with_a_tie() -> Result<()> {

@@ -40,6 +40,26 @@ pub fn batch_norm_train(
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
 }
 
+/// Batch normalisation with running statistics, as in evaluation:
+/// `y = x * s + (bias - running_mean * s)` with `s = weight / sqrt(running_var + eps)` held
+/// constant for autograd.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    let shape = (1, weight.dim(0)?, 1, 1);
+    let scale = weight
+        .broadcast_div(&(running_var + eps)?.sqrt()?)?
+        .detach();
+    let shift = (bias - (running_mean * &scale)?)?;
+    x.broadcast_mul(&scale.reshape(shape)?)?
+        .broadcast_add(&shift.reshape(shape)?)
+}
+
 /// 2x2 max pooling, stride 2, through reshape and `max`: the gradient of `max` goes to the
 /// element equal to the maximum, as in PyTorch (a window of exactly equal values, such as zeros
 /// after a ReLU, sends it to each of them; those come from a ReLU that passes no gradient).
