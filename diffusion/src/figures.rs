@@ -354,9 +354,9 @@ pub fn ddpm_from(
     let mut x = x_start.clone();
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, x.device())?;
-        let e_t = model.forward_t(&x, &t_batch, false)?;
-        // detached: no gradient history is kept from one step to the next
-        x = reverse_q(schedule, &x, t, &e_t.detach(), rng)?.detach();
+        // as in `sample_images`: no gradient history is kept from one step to the next
+        let e_t = model.forward_t(&x, &t_batch, false)?.detach();
+        x = reverse_q(schedule, &x, t, &e_t, rng)?.detach();
     }
     Ok(x)
 }
@@ -563,8 +563,6 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
         .map(|s| s.map_or("noise".to_string(), |t| t.to_string()))
         .collect();
     let grid = ImageGrid::new(&strips.strips()?.clamp(-1f32, 1f32)?, strips.frames.len())?;
-    // the frames carry the sampler's gradient history; the grid holds a copy of the pixels
-    drop(strips);
     save(
         "reverse_strip.png",
         labeled_png(
@@ -639,18 +637,16 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
         ));
     save("loss_by_t.svg", chart.to_svg()?.into_bytes())?;
 
-    // 6. DDPM versus DDIM from the same noise (both draw the start first from Rng::new(seed))
+    // 6. DDPM versus DDIM from the same noise (the same chunk generators of `in_chunks`)
     let cols = COMPARE_COLS.min(n);
     let seed = config.seed + SEED_COMPARE;
     let mut rows_img = vec![in_chunks(cols, seed, |m, rng| {
-        Ok(sample_images(&model, &schedule, m, 0, rng)?.images.detach())
+        Ok(sample_images(&model, &schedule, m, 0, rng)?.images)
     })?];
     let mut labels = vec![format!("DDPM, {t_total} calls")];
     for steps in DDIM_STEPS {
         rows_img.push(in_chunks(cols, seed, |m, rng| {
-            Ok(sample_ddim(&model, &schedule, m, steps, rng)?
-                .images
-                .detach())
+            Ok(sample_ddim(&model, &schedule, m, steps, rng)?.images)
         })?);
         labels.push(format!("DDIM, {steps} calls"));
     }
@@ -670,7 +666,7 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     // measurements of samples
     let mut samples = vec![("test images".to_string(), 0, pixel_stats(&test_images)?)];
     let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
-        Ok(sample_images(&model, &schedule, m, 0, rng)?.images.detach())
+        Ok(sample_images(&model, &schedule, m, 0, rng)?.images)
     })?;
     samples.push(("DDPM from N(0, I)".to_string(), t_total, pixel_stats(&s)?));
     let mut start_rng = Rng::new(config.seed + SEED_TRUE_START);
@@ -689,9 +685,7 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     ));
     for steps in [50, 10] {
         let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
-            Ok(sample_ddim(&model, &schedule, m, steps, rng)?
-                .images
-                .detach())
+            Ok(sample_ddim(&model, &schedule, m, steps, rng)?.images)
         })?;
         samples.push((format!("DDIM, {steps} steps"), steps, pixel_stats(&s)?));
     }
@@ -776,6 +770,8 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
         } else {
             calls.to_string()
         };
+        // a `|` inside a cell would end it
+        let name = name.replace('|', "\\|");
         let _ = writeln!(
             s,
             "| {name} | {calls} | {:.4} | {:.4} |",
@@ -877,6 +873,30 @@ mod tests {
             .unwrap();
         assert_eq!(got, want);
         assert!(in_chunks(0, 2, |m, rng| rng.randn((m, 1), &Device::Cpu)).is_err());
+    }
+
+    #[test]
+    fn readme_tables_keep_their_columns() {
+        let stats = PixelStats {
+            mean: -0.5,
+            background: 0.25,
+        };
+        let report = FiguresReport {
+            files: vec![],
+            model: ModelSource::Brief { steps: 2 },
+            losses: vec![(1, 1.0), (2, 0.5)],
+            loss_by_t: vec![(0, 0.9, 0.99)],
+            samples: vec![("DDPM from x_149 ~ q(x_149 | x_0)".to_string(), 150, stats)],
+        };
+        let text = readme(&report, &FiguresConfig::new("out"), 0.4);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| DDPM from"))
+            .expect("the sample row");
+        // five cell borders; the `|` of the name is escaped
+        assert_eq!(row.replace("\\|", "").matches('|').count(), 5, "{row}");
+        assert!(row.contains("q(x_149 \\| x_0)"), "{row}");
+        assert!(text.contains("| 1..2 | 0.7500 |"), "{text}");
     }
 
     #[test]
