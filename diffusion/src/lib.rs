@@ -17,6 +17,7 @@
 //! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
 //! error that says what was expected, never a panic.
 
+pub mod adam;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -14,9 +14,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use candle_core::{DType, Var};
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 
+use crate::adam::Adam;
 use crate::checkpoint;
 use crate::unet::is_trainable;
 use crate::{get_loss_with_noise, Rng, Schedule, UNet};
@@ -120,13 +122,45 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The trainable weights of `varmap` (BatchNorm statistics excluded), sorted by name.
+fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the VarMap lock is never poisoned");
+    let mut vars: Vec<_> = data
+        .iter()
+        .filter(|(n, _)| is_trainable(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// An address that tells copies of this crate apart.
+///
+/// The notebook's Rust kernel (evcxr) links every cell with its own copy of this crate and of
+/// candle. candle numbers tensors with a counter, one per copy, and its backward pass tells
+/// tensors apart by that number; so a model made in one cell and trained in another could
+/// have two different tensors under one number in the same backward pass, and fail with a shape
+/// mismatch or, worse, update the wrong weights. A [`Trainer`] remembers which copy made its
+/// weights and, called from another copy, makes them afresh first (same values, new numbers).
+pub fn this_copy() -> usize {
+    static MARK: u8 = 0;
+    std::ptr::addr_of!(MARK) as usize
+}
+
 /// The model, its optimizer and the training state.
 pub struct Trainer {
     pub model: UNet,
     pub varmap: VarMap,
     pub schedule: Schedule,
     pub config: TrainConfig,
-    opt: AdamW,
+    opt: Adam,
+    /// The trainable weights by name, sorted: what `opt` updates.
+    params: Vec<(String, Var)>,
+    /// Which copy of this crate made `model`'s tensors (see [`this_copy`]).
+    made_by: usize,
     rng: Rng,
     /// Steps done so far.
     pub step: usize,
@@ -163,21 +197,8 @@ impl Trainer {
             bail!("batch_size must be at least 1");
         }
         let schedule = Schedule::course(device)?;
-        let mut vars: Vec<_> = varmap
-            .data()
-            .lock()
-            .expect("the VarMap lock is never poisoned")
-            .iter()
-            .filter(|(n, _)| is_trainable(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = ParamsAdamW {
-            lr: config.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        };
-        let opt = AdamW::new(vars.into_iter().map(|(_, v)| v).collect(), params)?;
+        let params = trainable(&varmap);
+        let opt = Adam::new(config.lr);
         let rng = Rng::new(config.seed);
         Ok(Self {
             model,
@@ -185,6 +206,8 @@ impl Trainer {
             schedule,
             config,
             opt,
+            params,
+            made_by: this_copy(),
             rng,
             step: 0,
             epoch: 0,
@@ -203,6 +226,7 @@ impl Trainer {
     /// If the loss is NaN or infinite the weights and BatchNorm statistics are left as they were
     /// and an error says so.
     pub fn train_step(&mut self, x_0: &Tensor) -> Result<f32> {
+        self.own_tensors()?;
         let device = self.schedule.device().clone();
         let n = x_0.dim(0)?;
         let t = self.rng.timesteps(n, self.schedule.len(), &device)?;
@@ -218,10 +242,41 @@ impl Trainer {
                 self.step
             );
         }
-        self.opt.backward_step(&loss)?;
+        self.opt.backward_step(&self.params, &loss)?;
         self.step += 1;
         self.losses.push(value);
         Ok(value)
+    }
+
+    /// Makes the weights afresh (same values) when this call comes from another copy of the
+    /// crate than the one that made them; see [`this_copy`].
+    fn own_tensors(&mut self) -> Result<()> {
+        if self.made_by == this_copy() {
+            return Ok(());
+        }
+        {
+            let mut data = self
+                .varmap
+                .data()
+                .lock()
+                .expect("the VarMap lock is never poisoned");
+            for var in data.values_mut() {
+                *var = Var::from_tensor(&var.as_tensor().copy()?)?;
+            }
+        }
+        let device = self.schedule.device().clone();
+        self.schedule = Schedule::course(&device)?;
+        self.model = UNet::new(VarBuilder::from_varmap(&self.varmap, DType::F32, &device))?;
+        self.params = trainable(&self.varmap);
+        self.made_by = this_copy();
+        Ok(())
+    }
+
+    /// Forgets which copy of the crate made the weights, so the next step makes them afresh as
+    /// a call from another notebook cell would. For tests.
+    #[doc(hidden)]
+    pub fn forget_which_copy_made_the_weights(&mut self) {
+        self.made_by = 0;
     }
 
     fn bn_state(&self) -> Result<Vec<Tensor>> {

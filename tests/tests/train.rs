@@ -76,6 +76,35 @@ fn same_seed_same_losses() {
     assert_eq!(run(), run());
 }
 
+/// A trainer called from another copy of the crate (another evcxr cell) makes its weights
+/// afresh; training must go on exactly as if nothing happened: same values, same Adam state.
+#[test]
+fn weights_made_afresh_train_on_identically() {
+    let images = toy_images();
+    let run = |remake: bool| {
+        let mut t = Trainer::new(config(3), &Device::Cpu).unwrap();
+        t.varmap
+            .load(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/weights.safetensors"
+            ))
+            .unwrap();
+        t.train(&images, 0, |_, _| Ok(())).unwrap();
+        if remake {
+            t.forget_which_copy_made_the_weights();
+        }
+        t.train(&images, 0, |_, _| Ok(())).unwrap();
+        t.losses.clone()
+    };
+    let plain = run(false);
+    let remade = run(true);
+    assert_eq!(plain.len(), 6);
+    assert_eq!(
+        plain, remade,
+        "steps 4..6 after the weights were made afresh"
+    );
+}
+
 #[test]
 fn a_nan_loss_stops_training_and_keeps_the_last_good_state() {
     let mut trainer = Trainer::new(config(5), &Device::Cpu).unwrap();
