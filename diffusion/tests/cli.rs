@@ -1,48 +1,14 @@
 //! The command line, end to end on small data made here.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use diffusion::data::{write_idx_images, write_idx_labels, IdxImages};
-
-fn diffusion(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_diffusion"))
-        .args(args)
-        .env_remove("DIFFUSION_DATA")
-        .output()
-        .expect("the diffusion binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// 256 train and 16 test images of 28x28: stripes whose position depends on the label.
-fn tiny_data(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (split, n) in [("train", 256usize), ("t10k", 16)] {
-        let mut pixels = vec![0u8; n * 784];
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        for (i, l) in labels.iter().enumerate() {
-            for y in 0..28 {
-                let x0 = 2 * *l as usize;
-                for x in x0..x0 + 6 {
-                    pixels[i * 784 + y * 28 + x] = 255;
-                }
-            }
-        }
-        let images = IdxImages::new(n, 28, 28, pixels).unwrap();
-        write_idx_images(&dir.join(format!("{split}-images-idx3-ubyte.gz")), &images).unwrap();
-        write_idx_labels(&dir.join(format!("{split}-labels-idx1-ubyte.gz")), &labels).unwrap();
-    }
-}
+mod common;
+use common::{diffusion, stderr, tiny_data};
 
 #[test]
 fn train_then_sample_writes_checkpoint_losses_grid_and_npy() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("run");
-    tiny_data(&data);
+    tiny_data(&data, 256, 16);
     let o = diffusion(&[
         "train",
         "--data",
@@ -116,7 +82,7 @@ fn errors_go_to_stderr_with_a_failing_exit() {
 
     // a corrupt data file is named, with the fix
     let data = tmp.path().join("data");
-    tiny_data(&data);
+    tiny_data(&data, 256, 16);
     std::fs::write(data.join("train-images-idx3-ubyte.gz"), b"not gzip at all").unwrap();
     let o = diffusion(&[
         "train",

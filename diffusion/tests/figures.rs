@@ -2,43 +2,10 @@
 //! `diffusion::figures::FILES`, with captions that say where the model came from.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use diffusion::data::{write_idx_images, write_idx_labels, IdxImages};
+mod common;
+use common::{diffusion, stderr, tiny_data};
 use diffusion::figures::FILES;
-
-fn diffusion(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_diffusion"))
-        .args(args)
-        .env_remove("DIFFUSION_DATA")
-        .output()
-        .expect("the diffusion binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// 128 train images (one full batch) and 8 test images of 28 x 28: a bright block whose place
-/// depends on the label.
-fn tiny_data(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (split, n) in [("train", 128usize), ("t10k", 8)] {
-        let mut pixels = vec![0u8; n * 784];
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        for (i, l) in labels.iter().enumerate() {
-            let x0 = 2 * *l as usize;
-            for y in 4..24 {
-                for x in x0..x0 + 8 {
-                    pixels[i * 784 + y * 28 + x] = 200;
-                }
-            }
-        }
-        let images = IdxImages::new(n, 28, 28, pixels).unwrap();
-        write_idx_images(&dir.join(format!("{split}-images-idx3-ubyte.gz")), &images).unwrap();
-        write_idx_labels(&dir.join(format!("{split}-labels-idx1-ubyte.gz")), &labels).unwrap();
-    }
-}
 
 /// Every file is there and is what its extension says.
 fn check_files(out: &Path) -> String {
@@ -68,7 +35,7 @@ fn brief_training_writes_every_figure_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("figures");
-    tiny_data(&data);
+    tiny_data(&data, 128, 8);
     let o = diffusion(&[
         "figures",
         "--out",
@@ -99,7 +66,7 @@ fn a_checkpoint_and_its_losses_are_used_and_named() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let out = tmp.path().join("figures");
-    tiny_data(&data);
+    tiny_data(&data, 128, 8);
     // the PyTorch fixture: weights after 5 training steps (tests/fixtures/README.md)
     let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/weights.safetensors");
     let losses = tmp.path().join("losses.csv");
@@ -131,7 +98,7 @@ fn a_checkpoint_and_its_losses_are_used_and_named() {
 fn a_checkpoint_without_loss_history_is_an_error_that_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    tiny_data(&data);
+    tiny_data(&data, 128, 8);
     let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/weights.safetensors");
     let o = diffusion(&[
         "figures",

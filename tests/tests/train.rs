@@ -28,6 +28,19 @@ fn config(steps: usize) -> TrainConfig {
     }
 }
 
+/// A trainer for `steps` steps per call whose weights are the PyTorch fixture's: the
+/// initialisation is random, so two runs compared step by step must start from the same weights.
+fn fixture_trainer(steps: usize) -> Trainer {
+    let mut t = Trainer::new(config(steps), &Device::Cpu).unwrap();
+    t.varmap
+        .load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/weights.safetensors"
+        ))
+        .unwrap();
+    t
+}
+
 fn mean(v: &[f32]) -> f32 {
     v.iter().sum::<f32>() / v.len() as f32
 }
@@ -62,14 +75,7 @@ fn loss_falls_and_a_second_call_continues() {
 fn same_seed_same_losses() {
     let images = toy_images();
     let run = || {
-        let mut t = Trainer::new(config(3), &Device::Cpu).unwrap();
-        // the weights' initialisation is random: copy one trainer's weights into the other
-        t.varmap
-            .load(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/weights.safetensors"
-            ))
-            .unwrap();
+        let mut t = fixture_trainer(3);
         t.train(&images, 0, |_, _| Ok(())).unwrap();
         t.losses.clone()
     };
@@ -82,13 +88,7 @@ fn same_seed_same_losses() {
 fn weights_made_afresh_train_on_identically() {
     let images = toy_images();
     let run = |remake: bool| {
-        let mut t = Trainer::new(config(3), &Device::Cpu).unwrap();
-        t.varmap
-            .load(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/weights.safetensors"
-            ))
-            .unwrap();
+        let mut t = fixture_trainer(3);
         t.train(&images, 0, |_, _| Ok(())).unwrap();
         if remake {
             t.forget_which_copy_made_the_weights();

@@ -30,9 +30,9 @@ pub struct ClassReport {
     pub valid: usize,
     /// Rows skipped as malformed, `rows - valid`.
     pub skipped: usize,
-    /// Valid rows put in the train set (the first ones, up to 6,000).
+    /// Valid rows put in the train set (the last ones, up to 6,000).
     pub train: usize,
-    /// Valid rows put in the test set (the rest).
+    /// Valid rows put in the test set (the ones before them).
     pub test: usize,
 }
 
@@ -45,7 +45,8 @@ pub struct FetchReport {
     pub source: String,
     /// Per class, indexed by label.
     pub classes: [ClassReport; 10],
-    /// Valid rows of each class that went to the train set before the rest went to test.
+    /// Valid rows of each class that went to the train set (the last ones; the rows before them
+    /// went to test).
     pub train_per_class: usize,
     /// Seed of the train order (test: `seed + 1`).
     pub seed: u64,
@@ -85,7 +86,7 @@ impl std::fmt::Display for FetchReport {
         )?;
         writeln!(
             f,
-            "split: the first {} valid rows of each class -> train, the rest -> test; \
+            "split: the last {} valid rows of each class -> train, the ones before them -> test; \
              order within each set shuffled with seed {} (train) and {} (test)",
             self.train_per_class,
             self.seed,
