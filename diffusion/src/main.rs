@@ -35,13 +35,13 @@ enum Command {
         /// Seed for shuffling, flips, timesteps and noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Output directory: model.safetensors, losses.csv, samples.png.
         /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Images in the sample grid drawn after training.
         #[arg(long, default_value_t = 64)]
         samples: usize,
+        /// Output directory: model.safetensors, losses.csv, samples.png.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
     },
