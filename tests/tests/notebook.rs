@@ -206,6 +206,9 @@ fn run_notebook() -> Result<()> {
             "--to",
             "notebook",
             "--execute",
+            // keep going past a failing cell, so that the checks below name the first one
+            // with its message (evcxr writes the message to stderr, not to the error reply)
+            "--allow-errors",
             "--ExecutePreprocessor.timeout=1800",
             "--output",
         ])
