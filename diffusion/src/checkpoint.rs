@@ -61,6 +61,14 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     candle_core::safetensors::save(tensors, &tmp)
         .with_context(|| format!("cannot write the checkpoint {}", tmp.display()))?;
+    // safetensors writes through a private (0600) temporary file: make it readable like any
+    // other output, for the notebook server or a colleague
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set the permissions of {}", tmp.display()))?;
+    }
     std::fs::rename(&tmp, path).with_context(|| {
         let _ = std::fs::remove_file(&tmp);
         format!(
