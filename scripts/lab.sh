@@ -5,4 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 say "starting JupyterLab; open the http://localhost:... address printed below (Ctrl+C twice to stop)"
-exec "$VENV/bin/jupyter" lab "notebooks/02_diffusion.ipynb" "$@"
+args=()
+# Jupyter refuses to run as root unless told; containers and course VMs often are root.
+[ "$(id -u)" = 0 ] && args+=(--allow-root)
+exec "$VENV/bin/jupyter" lab "${args[@]}" "notebooks/02_diffusion.ipynb" "$@"
