@@ -9,10 +9,9 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::conv::dims4;
-use super::gemm::{cpu_f32, for_each_images, with_f32};
+use super::gemm::{cpu_f32, for_each_images, parallel_map, with_f32};
 use super::simd;
 
 /// Per-channel batch statistics.
@@ -32,22 +31,19 @@ fn channel_rows(x: &[f32], c: usize, hw: usize, ch: usize) -> impl Iterator<Item
 
 pub(crate) fn statistics(x: &[f32], n: usize, c: usize, hw: usize, eps: f64) -> Stats {
     let m = (n * hw) as f64;
-    let per: Vec<(f32, f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut total = 0f64;
-            for row in channel_rows(x, c, hw, ch) {
-                total += simd::sum(row) as f64;
-            }
-            let mf = (total / m) as f32;
-            let mut sq = 0f64;
-            for row in channel_rows(x, c, hw, ch) {
-                sq += simd::sum_sq_dev(row, mf) as f64;
-            }
-            let var = sq / m;
-            (mf, var as f32, (1.0 / (var + eps).sqrt()) as f32)
-        })
-        .collect();
+    let per: Vec<(f32, f32, f32)> = parallel_map(c, |ch| {
+        let mut total = 0f64;
+        for row in channel_rows(x, c, hw, ch) {
+            total += simd::sum(row) as f64;
+        }
+        let mf = (total / m) as f32;
+        let mut sq = 0f64;
+        for row in channel_rows(x, c, hw, ch) {
+            sq += simd::sum_sq_dev(row, mf) as f64;
+        }
+        let var = sq / m;
+        (mf, var as f32, (1.0 / (var + eps).sqrt()) as f32)
+    });
     Stats {
         mean: per.iter().map(|s| s.0).collect(),
         var: per.iter().map(|s| s.1).collect(),
@@ -115,22 +111,19 @@ pub(crate) fn backward_into(
     relu: bool,
     dx: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let sums: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (m, s) = (st.mean[ch], st.inv_std[ch]);
-            let (mut db, mut dw) = (0f64, 0f64);
-            let rows = channel_rows(x, c, hw, ch)
-                .zip(channel_rows(y, c, hw, ch))
-                .zip(channel_rows(dy, c, hw, ch));
-            for ((xr, yr), gr) in rows {
-                let (a, b) = simd::grad_sums(xr, yr, gr, m, relu);
-                db += a as f64;
-                dw += b as f64;
-            }
-            ((dw * s as f64) as f32, db as f32)
-        })
-        .collect();
+    let sums: Vec<(f32, f32)> = parallel_map(c, |ch| {
+        let (m, s) = (st.mean[ch], st.inv_std[ch]);
+        let (mut db, mut dw) = (0f64, 0f64);
+        let rows = channel_rows(x, c, hw, ch)
+            .zip(channel_rows(y, c, hw, ch))
+            .zip(channel_rows(dy, c, hw, ch));
+        for ((xr, yr), gr) in rows {
+            let (a, b) = simd::grad_sums(xr, yr, gr, m, relu);
+            db += a as f64;
+            dw += b as f64;
+        }
+        ((dw * s as f64) as f32, db as f32)
+    });
     let count = (n * hw) as f32;
     // dx = a g + (x - mean) k + d per channel.
     let coef: Vec<[f32; 4]> = (0..c)

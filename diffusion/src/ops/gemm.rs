@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 /// A matrix inside a slice: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -245,6 +244,30 @@ pub fn ranges(n: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Runs `f(i)` for every `i` in `0..n`, spread over candle's CPU threads (the ones its own
+/// element-wise operations use, so that no second pool of threads competes for the cores).
+pub fn parallel_for(n: usize, f: impl Fn(usize) + Sync) {
+    match n {
+        0 => {}
+        1 => f(0),
+        _ => candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f)),
+    }
+}
+
+/// `[f(0), ..., f(n - 1)]`, computed as [`parallel_for`] does.
+pub fn parallel_map<T: Send + Default + Clone>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let out: Vec<Mutex<T>> = (0..n).map(|_| Mutex::new(T::default())).collect();
+    parallel_for(n, |i| {
+        let v = f(i);
+        if let Ok(mut slot) = out[i].lock() {
+            *slot = v;
+        }
+    });
+    out.into_iter()
+        .map(|m| m.into_inner().unwrap_or_default())
+        .collect()
+}
+
 /// Calls `f(images, out)` for ranges of the batch, in parallel, where `out` is the part of `dst`
 /// (`per_image` values for each image) that belongs to `images`.
 pub fn for_each_images(
@@ -260,10 +283,16 @@ pub fn for_each_images(
         }
         return;
     }
-    let per = ranges[0].len();
-    dst.par_chunks_mut(per * per_image)
-        .zip(ranges)
-        .for_each(|(out, r)| f(r, out));
+    let base = SharedMut(dst.as_mut_ptr());
+    parallel_for(ranges.len(), |i| {
+        let r = ranges[i].clone();
+        // SAFETY: the ranges are disjoint and inside `0..n`, so each call gets its own part of
+        // `dst`, which stays borrowed mutably until all calls have returned.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(base.at(r.start * per_image), r.len() * per_image)
+        };
+        f(r, out)
+    });
 }
 
 /// The sum over ranges of the batch of `f(images, acc)`, where each call adds into its own
@@ -274,14 +303,16 @@ pub fn sum_over_images(
     f: impl Fn(Range<usize>, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
     let ranges = ranges(n);
-    let mut parts = PoolBuf::zeros(ranges.len() * len);
     if len == 0 {
         return vec![];
     }
-    parts
-        .par_chunks_mut(len)
-        .zip(ranges)
-        .for_each(|(acc, r)| f(r, acc));
+    let mut parts = PoolBuf::zeros(ranges.len() * len);
+    let base = SharedMut(parts.as_mut_ptr());
+    parallel_for(ranges.len(), |i| {
+        // SAFETY: call `i` alone writes to values `i * len..(i + 1) * len` of `parts`.
+        let acc = unsafe { std::slice::from_raw_parts_mut(base.at(i * len), len) };
+        f(ranges[i].clone(), acc)
+    });
     let mut total = parts[..len].to_vec();
     for p in parts[len..].chunks_exact(len) {
         for (t, v) in total.iter_mut().zip(p) {
@@ -324,3 +355,13 @@ pub struct SharedMut(pub *mut f32);
 // SAFETY: users only write through it to index sets that no other thread touches.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer `i` values further on.
+    ///
+    /// # Safety
+    /// `i` must stay inside the buffer the pointer points into.
+    pub unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
+}
