@@ -5,6 +5,7 @@
 //! cargo run --release -p diffusion --example ops_bench -- ops [runs]
 //! cargo run --release -p diffusion --example ops_bench -- train [steps] [reference]
 //! cargo run --release -p diffusion --example ops_bench -- sample [images] [reference]
+//! cargo run --release -p diffusion --example ops_bench -- direct [runs]
 //! ```
 //!
 //! Each figure is the median wall time and the median CPU time (all threads) in milliseconds.
@@ -312,7 +313,52 @@ fn main() -> Result<()> {
         }
         "phases" => phases(count)?,
         "rates" => rates(count)?,
+        "direct" => direct_vs_gemm(count)?,
         other => anyhow::bail!("unknown measurement {other:?}: use ops, train, phases or sample"),
+    }
+    Ok(())
+}
+
+/// Wall time of the direct and the matrix-product 3x3 convolutions at the network's shapes
+/// (batch 128): forward (also the input gradient's kernel) and weight gradient.
+fn direct_vs_gemm(runs: usize) -> Result<()> {
+    use diffusion::ops::{conv, direct};
+    let n = 128;
+    let mut rng = Rng::new(0);
+    let dev = Device::Cpu;
+    let mut data = |len: usize| -> Result<Vec<f32>> { Ok(rng.randn(len, &dev)?.to_vec1()?) };
+    for (c, o, s) in [
+        (16, 32, 16),
+        (32, 32, 16),
+        (16, 16, 16),
+        (16, 1, 16),
+        (32, 64, 8),
+        (64, 64, 8),
+        (32, 32, 8),
+        (64, 64, 4),
+    ] {
+        let (x, wt, dy) = (data(n * c * s * s)?, data(o * c * 9)?, data(n * o * s * s)?);
+        let mut y = vec![0f32; n * o * s * s];
+        let mut row = vec![];
+        for on in [true, false] {
+            direct::set_enabled(on);
+            let f = time(runs, || {
+                conv::conv3x3_forward_into(&x, n, c, s, s, &wt, o, None, false, &mut y);
+                Ok(())
+            })?;
+            let g = time(runs, || {
+                direct::set_enabled(on && s >= 16);
+                conv::conv3x3_weight_grad(&x, &dy, n, c, s, s, o);
+                direct::set_enabled(on);
+                Ok(())
+            })?;
+            row.push((f.0, g.0));
+        }
+        direct::set_enabled(true);
+        println!(
+            "conv {c:>2}->{o:<2} @{s:<2}  forward direct {:>6.2} gemm {:>6.2} ms   weight grad direct {:>6.2} gemm {:>6.2} ms",
+            row[0].0, row[1].0, row[0].1, row[1].1
+        );
     }
     Ok(())
 }

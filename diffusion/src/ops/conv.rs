@@ -61,9 +61,48 @@ pub fn conv3x3_forward(
     y
 }
 
-/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`.
+/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`:
+/// with the direct kernels of [`super::direct`] where they apply, else as matrix products.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    if !super::direct::conv3x3_into(x, n, c, h, w, wt, o, b, relu, y) {
+        gemm_forward_into(x, n, c, h, w, wt, o, b, relu, y);
+    }
+}
+
+/// The forward pass as matrix products (im2col), whatever the processor and plane size.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv3x3_forward_gemm(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * h * w];
+    gemm_forward_into(x, n, c, h, w, wt, o, b, relu, &mut y);
+    y
+}
+
+/// `y_n = W col(x_n) + b` for each image.
+#[allow(clippy::too_many_arguments)]
+fn gemm_forward_into(
     x: &[f32],
     n: usize,
     c: usize,
@@ -129,8 +168,23 @@ pub fn flip_transpose(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
     f
 }
 
-/// `dW[o, i*9 + t] = sum_n sum_p dy[n, o, p] col(x_n)[i*9 + t, p]`.
+/// `dW[o, i*9 + t] = sum_n sum_p dy[n, o, p] col(x_n)[i*9 + t, p]`: with the direct kernels
+/// of [`super::direct`] where they apply, else as matrix products.
 pub fn conv3x3_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+) -> Vec<f32> {
+    super::direct::weight_grad(x, dy, n, c, h, w, o)
+        .unwrap_or_else(|| conv3x3_weight_grad_gemm(x, dy, n, c, h, w, o))
+}
+
+/// The weight gradient as matrix products (im2col), whatever the processor and plane size.
+pub(crate) fn conv3x3_weight_grad_gemm(
     x: &[f32],
     dy: &[f32],
     n: usize,

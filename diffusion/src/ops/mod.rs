@@ -8,6 +8,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_transpose;
+pub mod direct;
 pub mod fused;
 pub mod gemm;
 pub mod pool;
