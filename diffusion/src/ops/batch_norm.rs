@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv::dims4;
-use super::gemm::{cpu_f32, for_each_images, parallel_map, with_f32};
+use super::gemm::{cpu_f32, for_each_images, sum_over_images, with_f32};
 use super::simd;
 
 /// Per-channel batch statistics.
@@ -24,31 +24,43 @@ pub(crate) struct Stats {
     pub inv_std: Vec<f32>,
 }
 
-/// The rows (`hw` values each) of channel `ch` in a `[n, c, hw]` tensor.
-fn channel_rows(x: &[f32], c: usize, hw: usize, ch: usize) -> impl Iterator<Item = &[f32]> {
-    x.chunks_exact(hw).skip(ch).step_by(c)
+/// Per-channel sums over a `[n, c, hw]` tensor: `sum over images of f(ch, at)`, where `at` is the
+/// offset of the image's row of channel `ch`. The images are taken in memory order, a few at a
+/// time on each thread.
+fn channel_sums<const K: usize>(
+    n: usize,
+    c: usize,
+    hw: usize,
+    f: impl Fn(usize, usize) -> [f32; K] + Sync + Send,
+) -> Vec<[f32; K]> {
+    let flat = sum_over_images(n, c * K, |images, acc| {
+        for img in images {
+            for (ch, a) in acc.chunks_exact_mut(K).enumerate() {
+                let v = f(ch, (img * c + ch) * hw);
+                a.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+            }
+        }
+    });
+    flat.chunks_exact(K)
+        .map(|v| std::array::from_fn(|k| v[k]))
+        .collect()
 }
 
+/// The batch's mean and biased variance per channel, in two passes (the squares are taken about
+/// the mean).
 pub(crate) fn statistics(x: &[f32], n: usize, c: usize, hw: usize, eps: f64) -> Stats {
     let m = (n * hw) as f64;
-    let per: Vec<(f32, f32, f32)> = parallel_map(c, |ch| {
-        let mut total = 0f64;
-        for row in channel_rows(x, c, hw, ch) {
-            total += simd::sum(row) as f64;
-        }
-        let mf = (total / m) as f32;
-        let mut sq = 0f64;
-        for row in channel_rows(x, c, hw, ch) {
-            sq += simd::sum_sq_dev(row, mf) as f64;
-        }
-        let var = sq / m;
-        (mf, var as f32, (1.0 / (var + eps).sqrt()) as f32)
+    let totals = channel_sums::<1>(n, c, hw, |_, at| [simd::sum(&x[at..at + hw])]);
+    let mean: Vec<f32> = totals.iter().map(|t| (t[0] as f64 / m) as f32).collect();
+    let squares = channel_sums::<1>(n, c, hw, |ch, at| {
+        [simd::sum_sq_dev(&x[at..at + hw], mean[ch])]
     });
-    Stats {
-        mean: per.iter().map(|s| s.0).collect(),
-        var: per.iter().map(|s| s.1).collect(),
-        inv_std: per.iter().map(|s| s.2).collect(),
-    }
+    let var: Vec<f32> = squares.iter().map(|s| (s[0] as f64 / m) as f32).collect();
+    let inv_std = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    Stats { mean, var, inv_std }
 }
 
 /// Applies `out = a[ch] * x + b[ch]` (then the ReLU) image by image.
@@ -93,11 +105,20 @@ pub(crate) fn backward(
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dx = vec![0f32; n * c * hw];
-    let (dw, db) = backward_into(x, y, dy, n, c, hw, weight, st, relu, &mut dx);
-    (dx, dw, db)
+    let g = backward_into(x, y, dy, n, c, hw, weight, st, relu, &mut dx);
+    (dx, g.dweight, g.dbias)
 }
 
-/// [`backward`] writing `dx` into `dx`, returning `(dweight, dbias)`.
+/// The parameter gradients of a batch norm, and the per-channel sum of its input gradient.
+pub(crate) struct BnGrads {
+    pub dweight: Vec<f32>,
+    pub dbias: Vec<f32>,
+    /// `sum_{n, p} dx[n, ch, p]`: the gradient of a bias added just before the batch norm. It is
+    /// zero up to rounding (`a sum g + k sum (x - mean) + d M` with `d M = -a sum g`).
+    pub dx_sums: Vec<f32>,
+}
+
+/// [`backward`] writing `dx` into `dx`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_into(
     x: &[f32],
@@ -110,28 +131,19 @@ pub(crate) fn backward_into(
     st: &Stats,
     relu: bool,
     dx: &mut [f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let sums: Vec<(f32, f32)> = parallel_map(c, |ch| {
-        let (m, s) = (st.mean[ch], st.inv_std[ch]);
-        let (mut db, mut dw) = (0f64, 0f64);
-        let rows = channel_rows(x, c, hw, ch)
-            .zip(channel_rows(y, c, hw, ch))
-            .zip(channel_rows(dy, c, hw, ch));
-        for ((xr, yr), gr) in rows {
-            let (a, b) = simd::grad_sums(xr, yr, gr, m, relu);
-            db += a as f64;
-            dw += b as f64;
-        }
-        ((dw * s as f64) as f32, db as f32)
+) -> BnGrads {
+    let sums = channel_sums::<3>(n, c, hw, |ch, at| {
+        let r = at..at + hw;
+        simd::grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], st.mean[ch], relu)
     });
     let count = (n * hw) as f32;
-    // dx = a g + (x - mean) k + d per channel.
+    // dx = a g + (x - mean) k + d per channel, with dweight = s sum g (x - mean), dbias = sum g.
     let coef: Vec<[f32; 4]> = (0..c)
         .map(|ch| {
             let s = st.inv_std[ch];
             let a = weight[ch] * s;
-            let (dw, db) = sums[ch];
-            [st.mean[ch], a, -a * s * dw / count, -a * db / count]
+            let [db, sgx, _] = sums[ch];
+            [st.mean[ch], a, -a * s * s * sgx / count, -a * db / count]
         })
         .collect();
     for_each_images(dx, c * hw, |images, out| {
@@ -146,10 +158,16 @@ pub(crate) fn backward_into(
             simd::bn_dx(orow, xr, yr, gr, coef[j % c], relu);
         }
     });
-    (
-        sums.iter().map(|s| s.0).collect(),
-        sums.iter().map(|s| s.1).collect(),
-    )
+    BnGrads {
+        dweight: (0..c).map(|ch| sums[ch][1] * st.inv_std[ch]).collect(),
+        dbias: sums.iter().map(|s| s[0]).collect(),
+        dx_sums: (0..c)
+            .map(|ch| {
+                let [_, a, k, d] = coef[ch];
+                a * sums[ch][0] + k * sums[ch][2] + d * count
+            })
+            .collect(),
+    }
 }
 
 /// Batch normalisation with batch statistics (and an optional ReLU) as a custom op over

@@ -141,7 +141,7 @@ impl CustomOp3 for ConvBnRelu {
                 with_f32(params, |p| {
                     let gamma = &p[o..2 * o];
                     let mut dz = PoolBuf::new(n * o * hw);
-                    let (dgamma, dbeta) = bn_backward(
+                    let g = bn_backward(
                         &saved.z,
                         y,
                         dy,
@@ -153,9 +153,10 @@ impl CustomOp3 for ConvBnRelu {
                         true,
                         &mut dz,
                     );
-                    let mut dparams = bias_grad(&dz, n, o, hw);
-                    dparams.extend_from_slice(&dgamma);
-                    dparams.extend_from_slice(&dbeta);
+                    // The conv bias feeds the batch norm: its gradient is the sum of dz.
+                    let mut dparams = g.dx_sums;
+                    dparams.extend_from_slice(&g.dweight);
+                    dparams.extend_from_slice(&g.dbias);
                     Ok((dz, dparams))
                 })
             })

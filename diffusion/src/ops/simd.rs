@@ -25,16 +25,17 @@ fn masked(y: f32, dy: f32, relu: bool) -> f32 {
     }
 }
 
-/// `(sum_p g[p], sum_p g[p] (x[p] - m))` with `g` as in [`masked`].
-pub fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (f32, f32) {
+/// `(sum_p g[p], sum_p g[p] (x[p] - m), sum_p (x[p] - m))` with `g` as in [`masked`].
+pub fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> [f32; 3] {
     let n = x.len().min(y.len()).min(dy.len());
-    let (head, mut sg, mut sgx) = sse::grad_sums(&x[..n], &y[..n], &dy[..n], m, relu);
+    let (head, [mut sg, mut sgx, mut sx]) = sse::grad_sums(&x[..n], &y[..n], &dy[..n], m, relu);
     for p in head..n {
         let g = masked(y[p], dy[p], relu);
         sg += g;
         sgx += g * (x[p] - m);
+        sx += x[p] - m;
     }
-    (sg, sgx)
+    [sg, sgx, sx]
 }
 
 /// `out[p] = a g[p] + (x[p] - m) k + d` for `coef = [m, a, k, d]`, with `g` as in [`masked`].
@@ -101,10 +102,10 @@ mod sse {
         }
     }
 
-    pub fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (usize, f32, f32) {
+    pub fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (usize, [f32; 3]) {
         let head = x.len() / 4 * 4;
         unsafe {
-            let (mut a, mut b) = (_mm_setzero_ps(), _mm_setzero_ps());
+            let (mut a, mut b, mut s) = (_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps());
             let (mv, zero) = (_mm_set1_ps(m), _mm_setzero_ps());
             for p in (0..head).step_by(4) {
                 let mut g = _mm_loadu_ps(dy.as_ptr().add(p));
@@ -114,8 +115,9 @@ mod sse {
                 a = _mm_add_ps(a, g);
                 let d = _mm_sub_ps(_mm_loadu_ps(x.as_ptr().add(p)), mv);
                 b = _mm_add_ps(b, _mm_mul_ps(g, d));
+                s = _mm_add_ps(s, d);
             }
-            (head, hsum(a), hsum(b))
+            (head, [hsum(a), hsum(b), hsum(s)])
         }
     }
 
@@ -172,8 +174,8 @@ mod sse {
     pub fn sum_sq_dev(_: &[f32], _: f32) -> (usize, f32) {
         (0, 0.0)
     }
-    pub fn grad_sums(_: &[f32], _: &[f32], _: &[f32], _: f32, _: bool) -> (usize, f32, f32) {
-        (0, 0.0, 0.0)
+    pub fn grad_sums(_: &[f32], _: &[f32], _: &[f32], _: f32, _: bool) -> (usize, [f32; 3]) {
+        (0, [0.0; 3])
     }
     pub fn bn_dx(_: &mut [f32], _: &[f32], _: &[f32], _: &[f32], _: [f32; 4], _: bool) -> usize {
         0
@@ -210,10 +212,11 @@ mod tests {
                 let g: Vec<f32> = (0..len)
                     .map(|p| if relu && y[p] <= 0.0 { 0.0 } else { dy[p] })
                     .collect();
-                let (a, b) = grad_sums(&x, &y, &dy, m, relu);
+                let [a, b, s] = grad_sums(&x, &y, &dy, m, relu);
                 assert!(close(a, g.iter().sum()));
                 let want: f32 = (0..len).map(|p| g[p] * (x[p] - m)).sum();
                 assert!(close(b, want), "{b} vs {want}");
+                assert!(close(s, x.iter().map(|v| v - m).sum()));
                 let mut out = vec![0f32; len];
                 let coef = [m, 1.5, -0.25, 0.125];
                 bn_dx(&mut out, &x, &y, &dy, coef, relu);
