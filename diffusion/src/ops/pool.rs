@@ -67,7 +67,15 @@ fn backward(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize) -> Ve
             for i in 0..ho {
                 for jj in 0..wo {
                     let tl = 2 * i * w + 2 * jj;
-                    dplane[tl + offs[argmax(plane, tl, w)]] = gplane[i * wo + jj];
+                    let v = offs.map(|o| plane[tl + o]);
+                    let k = if (v[0] + v[1] + v[2] + v[3]).is_nan() {
+                        argmax(plane, tl, w)
+                    } else {
+                        // The first of the largest values, without NaN to care about.
+                        let m = v[0].max(v[1]).max(v[2]).max(v[3]);
+                        v.iter().position(|&a| a == m).unwrap_or(0)
+                    };
+                    dplane[tl + offs[k]] = gplane[i * wo + jj];
                 }
             }
         }
