@@ -20,7 +20,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::gemm::{parallel_for, ranges, sum_over_images, PoolBuf, SharedMut};
+use super::gemm::{for_each_images, parallel_for, ranges, sum_over_images, PoolBuf, SharedMut};
 
 /// Output channels per forward tile.
 const OB: usize = 8;
@@ -165,6 +165,13 @@ pub fn conv3x3_into(
     }
     let plane = Plane::new(h, w);
     let packed = pack_weights(wt, o, c);
+    // On small planes most vectors touch the top or bottom row; with a zero row above and below
+    // each plane, every vector reads inside the copy and only the column masks remain.
+    let padded = (h < 16).then(|| pad_rows(x, n * c, h, w));
+    let (x, in_hw, in_off) = match &padded {
+        Some(p) => (&p[..], h * w + 2 * w, w),
+        None => (x, h * w, 0),
+    };
     let vectors = n * plane.nv;
     let groups = vectors.div_ceil(PV);
     let chunks = ranges(groups);
@@ -172,6 +179,9 @@ pub fn conv3x3_into(
     parallel_for(chunks.len(), |k| {
         let job = Forward {
             x,
+            in_hw,
+            in_off,
+            all_interior: padded.is_some(),
             c,
             o,
             plane: &plane,
@@ -188,9 +198,29 @@ pub fn conv3x3_into(
     true
 }
 
+/// `planes` planes of `h x w` with a row of zeros above and below each.
+fn pad_rows(x: &[f32], planes: usize, h: usize, w: usize) -> PoolBuf {
+    let (hw, padded_hw) = (h * w, h * w + 2 * w);
+    let mut padded = PoolBuf::new(planes * padded_hw);
+    for_each_images(&mut padded, padded_hw, |range, out| {
+        let src = &x[range.start * hw..range.end * hw];
+        for (dst, plane) in out.chunks_exact_mut(padded_hw).zip(src.chunks_exact(hw)) {
+            dst[..w].fill(0.0);
+            dst[w..w + hw].copy_from_slice(plane);
+            dst[w + hw..].fill(0.0);
+        }
+    });
+    padded
+}
+
 /// One forward call's data, shared by the chunks of vectors.
 struct Forward<'a> {
+    /// The input, plane after plane, `in_hw` values apart, each starting `in_off` values in.
     x: &'a [f32],
+    in_hw: usize,
+    in_off: usize,
+    /// Every vector reads inside the input (its planes are padded with zero rows).
+    all_interior: bool,
     c: usize,
     o: usize,
     plane: &'a Plane,
@@ -228,16 +258,21 @@ impl Forward<'_> {
             for p in 0..PV {
                 // Short groups repeat their last vector: the copy computes the same values.
                 let (img, v) = at(start + p.min(take - 1));
-                src[p] = self.x.as_ptr().add(img * self.c * hw + 16 * v);
+                src[p] = self
+                    .x
+                    .as_ptr()
+                    .add(img * self.c * self.in_hw + self.in_off + 16 * v);
                 dst[p] = self.out.at(img * self.o * hw + 16 * v);
                 masks[p] = &self.plane.masks[v];
             }
-            let interior = (0..take).all(|p| self.plane.interior[at(start + p).1]);
+            let interior =
+                self.all_interior || (0..take).all(|p| self.plane.interior[at(start + p).1]);
             let tile = Tile {
                 src,
                 masks,
                 cols: self.plane.cols,
                 c: self.c,
+                in_hw: self.in_hw,
                 hw,
                 offs: &self.plane.offs,
             };
@@ -270,6 +305,9 @@ struct Tile<'a> {
     masks: [&'a [u16; 9]; PV],
     cols: [u16; 3],
     c: usize,
+    /// Values from one input channel's plane to the next.
+    in_hw: usize,
+    /// Values from one output channel's plane to the next.
     hw: usize,
     offs: &'a [isize; 9],
 }
@@ -299,7 +337,7 @@ unsafe fn forward_tile<const B: usize, const INTERIOR: bool>(
         }
     }
     for i in 0..tile.c {
-        let base = (i * tile.hw) as isize;
+        let base = (i * tile.in_hw) as isize;
         for t in 0..9 {
             let mut xs = [_mm512_setzero_ps(); PV];
             for p in 0..PV {
@@ -391,14 +429,8 @@ impl WeightGrad<'_> {
         // The images' planes with a row of zeros above and below: every tap then reads inside
         // the copy, and only the column masks remain.
         let (hw, w) = (self.plane.hw, self.plane.w);
-        let padded_hw = hw + 2 * w;
-        let mut padded = PoolBuf::new(images.len() * self.c * padded_hw);
         let src = &self.x[images.start * self.c * hw..images.end * self.c * hw];
-        for (dst, plane) in padded.chunks_exact_mut(padded_hw).zip(src.chunks_exact(hw)) {
-            dst[..w].fill(0.0);
-            dst[w..w + hw].copy_from_slice(plane);
-            dst[w + hw..].fill(0.0);
-        }
+        let padded = pad_rows(src, images.len() * self.c, hw / w, w);
         let full = self.o / WB * WB;
         for i in 0..self.c {
             for ob in (0..full).step_by(WB) {

@@ -1,7 +1,7 @@
 //! Shared pieces of the CPU kernels: a checked matrix product on top of the `gemm` crate, access
 //! to the `f32` data of CPU tensors, and splitting a batch over threads.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut, Range};
 use std::sync::Mutex;
 
@@ -244,28 +244,24 @@ pub fn ranges(n: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Runs `f(i)` for every `i` in `0..n`, spread over candle's CPU threads (the ones its own
-/// element-wise operations use, so that no second pool of threads competes for the cores).
-pub fn parallel_for(n: usize, f: impl Fn(usize) + Sync) {
-    match n {
-        0 => {}
-        1 => f(0),
-        _ => candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f)),
-    }
+thread_local! {
+    /// Is this thread running a part of a [`parallel_for`]?
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// `[f(0), ..., f(n - 1)]`, computed as [`parallel_for`] does.
-pub fn parallel_map<T: Send + Default + Clone>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let out: Vec<Mutex<T>> = (0..n).map(|_| Mutex::new(T::default())).collect();
-    parallel_for(n, |i| {
-        let v = f(i);
-        if let Ok(mut slot) = out[i].lock() {
-            *slot = v;
-        }
+/// Runs `f(i)` for every `i` in `0..n`, spread over candle's CPU threads (the ones its own
+/// element-wise operations use, so that no second pool of threads competes for the cores). A call
+/// from inside another one runs in the calling thread.
+pub fn parallel_for(n: usize, f: impl Fn(usize) + Sync) {
+    if n <= 1 || INSIDE.with(Cell::get) {
+        (0..n).for_each(f);
+        return;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(n, |r| {
+        let outer = INSIDE.with(|inside| inside.replace(true));
+        r.for_each(&f);
+        INSIDE.with(|inside| inside.set(outer));
     });
-    out.into_iter()
-        .map(|m| m.into_inner().unwrap_or_default())
-        .collect()
 }
 
 /// Calls `f(images, out)` for ranges of the batch, in parallel, where `out` is the part of `dst`
@@ -363,5 +359,36 @@ impl SharedMut {
     /// `i` must stay inside the buffer the pointer points into.
     pub unsafe fn at(self, i: usize) -> *mut f32 {
         self.0.add(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every index runs exactly once, also for calls made from inside another call (which run
+    /// in the calling thread rather than waiting for threads that are busy with the outer one).
+    #[test]
+    fn parallel_for_runs_each_index_once_even_when_nested() {
+        let counts: Vec<AtomicUsize> = (0..8 * 16).map(|_| AtomicUsize::new(0)).collect();
+        parallel_for(8, |i| {
+            parallel_for(16, |j| {
+                counts[i * 16 + j].fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn sum_over_images_adds_every_part() {
+        let total = sum_over_images(37, 3, |images, acc| {
+            for img in images {
+                acc[0] += 1.0;
+                acc[1] += img as f32;
+                acc[2] += 2.0;
+            }
+        });
+        assert_eq!(total, vec![37.0, (0..37).sum::<usize>() as f32, 74.0]);
     }
 }
