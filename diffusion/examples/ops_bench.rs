@@ -347,9 +347,7 @@ fn direct_vs_gemm(runs: usize) -> Result<()> {
                 Ok(())
             })?;
             let g = time(runs, || {
-                direct::set_enabled(on && s >= 16);
                 conv::conv3x3_weight_grad(&x, &dy, n, c, s, s, o);
-                direct::set_enabled(on);
                 Ok(())
             })?;
             row.push((f.0, g.0));

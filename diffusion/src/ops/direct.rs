@@ -2,18 +2,24 @@
 //! copy: for planes of 16 x 16, 8 x 8 and 4 x 4 pixels (any plane whose width divides 16 and whose
 //! pixel count is a multiple of 16), on processors that have AVX-512.
 //!
-//! A plane is read as vectors of 16 consecutive pixels (one row of 16, two rows of 8, four rows
-//! of 4). The tap `(kh, kw)` of the kernel needs the same 16 pixels shifted by
+//! Forward (and input gradient, the same kernel with the flipped kernel of
+//! [`super::conv::flip_transpose`]): a plane is read as vectors of 16 consecutive pixels (one row
+//! of 16, two rows of 8, four rows of 4). The tap `(kh, kw)` needs the same 16 pixels shifted by
 //! `off = (kh - 1) w + (kw - 1)` in the flattened plane; a masked load reads them straight from the
-//! input and puts zeros where the shifted pixel lies outside the image (the padding):
+//! input and puts zeros where the shifted pixel lies outside the image (the padding). A tile of
+//! 8 output channels x 3 pixel vectors stays in 24 registers:
 //!
 //! ```text
-//! forward, per output channel o:  y[o, v] = b[o] + sum_{i, kh, kw} W[o, i, kh, kw] x_i[v + off]
-//! weight gradient:                dW[o, i, kh, kw] = sum_{n, v} sum_lanes dy[n, o, v] x[n, i, v + off]
+//! y[o, v] = b[o] + sum_{i, kh, kw} W[o, i, kh, kw] x_i[v + off]
 //! ```
 //!
-//! The forward kernel keeps a tile of 8 output channels x 3 pixel vectors in 24 registers; the
-//! input gradient is the same kernel with the flipped kernel (see [`super::conv::flip_transpose`]).
+//! Weight gradient: the lanes run over 16 output channels, and each pixel adds its 9 neighbours
+//! times the vector of `dy` at that pixel (see [`weight_grad`]):
+//!
+//! ```text
+//! dW[o..o+16, i, kh, kw] += dy[n, o..o+16, y, x] x[n, i, y + kh - 1, x + kw - 1]
+//! ```
+//!
 //! [`conv3x3_into`] and [`weight_grad`] return `false` / `None` where they do not apply, and the
 //! callers then use the matrix products of [`super::conv`].
 
@@ -26,8 +32,6 @@ use super::gemm::{for_each_images, parallel_for, ranges, sum_over_images, PoolBu
 const OB: usize = 8;
 /// Pixel vectors per forward tile.
 const PV: usize = 3;
-/// Output channels per weight-gradient tile (each with 9 accumulators).
-const WB: usize = 2;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -57,7 +61,6 @@ fn has_avx512() -> bool {
 
 /// Where the 9 taps read from, and which lanes are inside the image, for each vector of a plane.
 struct Plane {
-    w: usize,
     hw: usize,
     /// Vectors of 16 pixels per plane.
     nv: usize,
@@ -111,7 +114,6 @@ impl Plane {
             .map(|m| (0..9).all(|t| m[t] == cols[t % 3]))
             .collect();
         Self {
-            w,
             hw,
             nv,
             offs,
@@ -372,9 +374,14 @@ unsafe fn forward_tile<const B: usize, const INTERIOR: bool>(
     }
 }
 
-/// `dW[o, i, kh, kw] = sum_{n, p} dy[n, o, p] x[n, i, p + off]` for `x` `[n, c, h, w]` and `dy`
-/// `[n, o, h, w]`, as `[o, c, 3, 3]`; `None` where the direct kernel does not apply or is not
-/// the faster one (planes under 16 x 16 pixels).
+/// `dW[o, i, kh, kw] = sum_{n, y, x} dy[n, o, y, x] x[n, i, y + kh - 1, x + kw - 1]` for `x`
+/// `[n, c, h, w]` and `dy` `[n, o, h, w]`, as `[o, c, 3, 3]`; `None` where the direct kernels do
+/// not apply.
+///
+/// Here the vector lanes run over 16 output channels instead of pixels: image by image, `dy` is
+/// transposed to `[h*w, o]` and the input padded with zeros all round, and for each pixel the
+/// kernel multiplies the vector `dy[p, o..o+16]` by the 9 input values around the pixel, adding
+/// into `dW` kept as `[c, 9, o]` (no sums across lanes, no masks).
 pub fn weight_grad(
     x: &[f32],
     dy: &[f32],
@@ -384,23 +391,32 @@ pub fn weight_grad(
     w: usize,
     o: usize,
 ) -> Option<Vec<f32>> {
-    // On smaller planes each image adds too little to the 9 x 2 accumulators of a tile, and the
-    // matrix products are faster (`ops_bench direct`: 64 -> 64 channels on 8 x 8, 7 ms against 4).
-    if h * w < 256 || !applies(h, w) || x.len() < n * c * h * w || dy.len() < n * o * h * w {
+    // Under 16 output channels most lanes would be padding: the matrix products do better there
+    // (`ops_bench direct`: 16 -> 1 channels, 1.1 ms against 0.7).
+    if o < 16 || !applies(h, w) || x.len() < n * c * h * w || dy.len() < n * o * h * w {
         return None;
     }
-    let plane = Plane::new(h, w);
-    Some(sum_over_images(n, o * c * 9, |images, acc| {
+    let o_pad = o.div_ceil(16) * 16;
+    let sums = sum_over_images(n, c * 9 * o_pad, |images, acc| {
         let job = WeightGrad {
             x,
             dy,
             c,
+            h,
+            w,
             o,
-            plane: &plane,
+            o_pad,
         };
         // SAFETY: AVX-512 is present (`applies`) and the slices have the sizes checked above.
         unsafe { job.run(images, acc) }
-    }))
+    });
+    let mut dw = vec![0f32; o * c * 9];
+    for oo in 0..o {
+        for it in 0..c * 9 {
+            dw[oo * c * 9 + it] = sums[it * o_pad + oo];
+        }
+    }
+    Some(dw)
 }
 
 /// One weight-gradient call's data.
@@ -408,8 +424,11 @@ struct WeightGrad<'a> {
     x: &'a [f32],
     dy: &'a [f32],
     c: usize,
+    h: usize,
+    w: usize,
     o: usize,
-    plane: &'a Plane,
+    /// `o` rounded up to a multiple of 16.
+    o_pad: usize,
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -421,72 +440,91 @@ impl WeightGrad<'_> {
 
 #[cfg(target_arch = "x86_64")]
 impl WeightGrad<'_> {
-    /// Adds the images `images`' share of `dW` into `acc` (`[o, c, 9]`).
+    /// Adds the images `images`' share of `dW` into `acc` (`[c, 9, o_pad]`).
     ///
     /// # Safety
     /// AVX-512 must be present and the buffers as [`weight_grad`] checks them.
     unsafe fn run(&self, images: Range<usize>, acc: &mut [f32]) {
-        // The images' planes with a row of zeros above and below: every tap then reads inside
-        // the copy, and only the column masks remain.
-        let (hw, w) = (self.plane.hw, self.plane.w);
-        let src = &self.x[images.start * self.c * hw..images.end * self.c * hw];
-        let padded = pad_rows(src, images.len() * self.c, hw / w, w);
-        let full = self.o / WB * WB;
-        for i in 0..self.c {
-            for ob in (0..full).step_by(WB) {
-                let sums = self.tile::<WB>(&padded, &images, ob, i);
-                for (k, s) in sums.iter().enumerate() {
-                    let row = &mut acc[((ob + k) * self.c + i) * 9..][..9];
-                    row.iter_mut().zip(s).for_each(|(a, v)| *a += v);
+        let (c, h, w, o, o_pad) = (self.c, self.h, self.w, self.o, self.o_pad);
+        let (hw, pw) = (h * w, w + 2);
+        let mut dy_t = PoolBuf::zeros(hw * o_pad);
+        let mut xp = PoolBuf::zeros(c * (h + 2) * pw);
+        for img in images {
+            let g = &self.dy[img * o * hw..(img + 1) * o * hw];
+            for (oo, row) in g.chunks_exact(hw).enumerate() {
+                for (p, &v) in row.iter().enumerate() {
+                    dy_t[p * o_pad + oo] = v;
                 }
             }
-            for oo in full..self.o {
-                let [s] = self.tile::<1>(&padded, &images, oo, i);
-                let row = &mut acc[(oo * self.c + i) * 9..][..9];
-                row.iter_mut().zip(&s).for_each(|(a, v)| *a += v);
-            }
-        }
-    }
-
-    /// The 9 tap sums of output channels `ob..ob + B` against input channel `i`, for the images
-    /// `images`, whose planes `padded` holds with a row of zeros above and below.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const B: usize>(
-        &self,
-        padded: &[f32],
-        images: &Range<usize>,
-        ob: usize,
-        i: usize,
-    ) -> [[f32; 9]; B] {
-        use std::arch::x86_64::*;
-        let (hw, nv, c, o) = (self.plane.hw, self.plane.nv, self.c, self.o);
-        let padded_hw = hw + 2 * self.plane.w;
-        let (offs, cols) = (&self.plane.offs, self.plane.cols);
-        let mut acc = [[_mm512_setzero_ps(); 9]; B];
-        for (j, img) in images.clone().enumerate() {
-            let xp = padded.as_ptr().add((j * c + i) * padded_hw + self.plane.w);
-            let gp = self.dy.as_ptr().add((img * o + ob) * hw);
-            for v in 0..nv {
-                let mut g = [_mm512_setzero_ps(); B];
-                for (k, gk) in g.iter_mut().enumerate() {
-                    *gk = _mm512_loadu_ps(gp.add(k * hw + 16 * v));
+            let xi = &self.x[img * c * hw..(img + 1) * c * hw];
+            for (plane, src) in xp.chunks_exact_mut((h + 2) * pw).zip(xi.chunks_exact(hw)) {
+                for (y, row) in src.chunks_exact(w).enumerate() {
+                    plane[(y + 1) * pw + 1..][..w].copy_from_slice(row);
                 }
-                let xv = xp.add(16 * v);
-                for t in 0..9 {
-                    let x = _mm512_maskz_loadu_ps(cols[t % 3], xv.wrapping_offset(offs[t]));
-                    for k in 0..B {
-                        acc[k][t] = _mm512_fmadd_ps(g[k], x, acc[k][t]);
+            }
+            for i in 0..c {
+                let plane = xp.as_ptr().add(i * (h + 2) * pw);
+                let mut ob = 0;
+                while ob < o_pad {
+                    let out = acc.as_mut_ptr().add(i * 9 * o_pad + ob);
+                    if o_pad - ob >= 32 {
+                        weight_grad_tile::<2>(dy_t.as_ptr().add(ob), o_pad, plane, h, w, out);
+                        ob += 32;
+                    } else {
+                        weight_grad_tile::<1>(dy_t.as_ptr().add(ob), o_pad, plane, h, w, out);
+                        ob += 16;
                     }
                 }
             }
         }
-        let mut out = [[0f32; 9]; B];
-        for k in 0..B {
-            for t in 0..9 {
-                out[k][t] = _mm512_reduce_add_ps(acc[k][t]);
+    }
+}
+
+/// `out[t * o_pad + 16 k + l] += sum_p dy_t[p * o_pad + 16 k + l] plane[p shifted by tap t]` for
+/// `B` vectors of 16 output channels, `plane` being one input channel padded to
+/// `(h + 2) x (w + 2)`.
+///
+/// # Safety
+/// AVX-512 must be present; `dy_t` must hold `h * w` rows of `o_pad` values (from the first
+/// channel of the tile), `plane` `(h + 2) * (w + 2)` values and `out` `9` rows of `o_pad`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_tile<const B: usize>(
+    dy_t: *const f32,
+    o_pad: usize,
+    plane: *const f32,
+    h: usize,
+    w: usize,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let pw = w + 2;
+    let mut acc = [[_mm512_setzero_ps(); B]; 9];
+    for (t, row) in acc.iter_mut().enumerate() {
+        for (k, a) in row.iter_mut().enumerate() {
+            *a = _mm512_loadu_ps(out.add(t * o_pad + 16 * k));
+        }
+    }
+    for y in 0..h {
+        for xx in 0..w {
+            let gp = dy_t.add((y * w + xx) * o_pad);
+            let mut g = [_mm512_setzero_ps(); B];
+            for (k, gk) in g.iter_mut().enumerate() {
+                *gk = _mm512_loadu_ps(gp.add(16 * k));
+            }
+            let corner = plane.add(y * pw + xx);
+            for (t, row) in acc.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*corner.add(t / 3 * pw + t % 3));
+                for k in 0..B {
+                    row[k] = _mm512_fmadd_ps(g[k], s, row[k]);
+                }
             }
         }
-        out
+    }
+    for (t, row) in acc.iter().enumerate() {
+        for (k, a) in row.iter().enumerate() {
+            _mm512_storeu_ps(out.add(t * o_pad + 16 * k), *a);
+        }
     }
 }
 
@@ -543,6 +581,8 @@ mod tests {
             (4, 64, 9, 4, true),
             (1, 16, 1, 16, false),
             (3, 8, 8, 8, true),
+            (2, 5, 48, 16, false),
+            (3, 7, 16, 4, true),
         ] {
             let x = random(n * c * s * s, 1);
             let wt = random(o * c * 9, 2);
@@ -554,7 +594,10 @@ mod tests {
             let e = max_rel_err(&y, &want);
             assert!(e < 1e-5, "forward n={n} c={c} o={o} {s}x{s}: error {e}");
             let Some(dw) = weight_grad(&x, &dy, n, c, s, s, o) else {
-                assert!(s < 16, "the direct weight gradient takes 16 x 16 planes");
+                assert!(
+                    o < 16,
+                    "the direct weight gradient takes 16 output channels or more"
+                );
                 continue;
             };
             let want = conv3x3_weight_grad_gemm(&x, &dy, n, c, s, s, o);
