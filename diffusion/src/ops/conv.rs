@@ -1,4 +1,6 @@
-//! The 3x3 convolution (stride 1, padding 1) on the CPU, as matrix products:
+//! The 3x3 convolution (stride 1, padding 1) on the CPU. Where the direct kernels of
+//! [`super::direct`] apply (AVX-512, the network's plane sizes) they do the work; otherwise it
+//! is done as matrix products:
 //!
 //! - forward: `y_n = W col(x_n) + b`, with `W` seen as `[O, I*9]` and `col(x_n)` the `[I*9, H*W]`
 //!   matrix of shifted copies of the image (im2col);

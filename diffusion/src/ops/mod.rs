@@ -1,9 +1,10 @@
 //! The numerical kernels behind the layers; `layers` calls nothing else.
 //!
 //! Each has the meaning of its PyTorch counterpart. `f32` tensors on the CPU go through hand-made
-//! kernels (matrix products for the convolutions, fused passes for batch normalisation) with
-//! their own backward passes; any other device or dtype uses [`reference`], written with
-//! candle's tensor operations.
+//! kernels (direct AVX-512 convolutions in [`direct`] where the processor has AVX-512, matrix
+//! products otherwise and for the transposed convolutions, fused passes for batch
+//! normalisation) with their own backward passes, on candle's CPU threads; any other device or
+//! dtype uses [`reference`], written with candle's tensor operations.
 
 pub mod batch_norm;
 pub mod conv;
