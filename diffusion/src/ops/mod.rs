@@ -4,7 +4,7 @@
 //! kernels (direct AVX-512 convolutions in [`direct`] where the processor has AVX-512, matrix
 //! products otherwise and for the transposed convolutions, fused passes for batch
 //! normalisation) with their own backward passes, on candle's CPU threads; any other device or
-//! dtype uses [`reference`], written with candle's tensor operations.
+//! dtype uses [`reference`](mod@reference), written with candle's tensor operations.
 
 pub mod batch_norm;
 pub mod conv;
