@@ -29,7 +29,7 @@ thread_local! {
     static REFERENCE_ONLY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// With `true`, every kernel called from this thread goes through [`reference`] (to compare or
+/// With `true`, every kernel called from this thread goes through [`reference`](mod@reference) (to compare or
 /// time the two paths).
 pub fn use_reference_only(on: bool) {
     REFERENCE_ONLY.with(|r| r.set(on));
