@@ -39,5 +39,5 @@ if [ ! -e "$LINK/libcuda.so" ]; then
         sed 's/.*/int &(void) { return 999; }/' > "$LINK/libcuda_stand_in.c"
     gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LINK/libcuda.so" "$LINK/libcuda_stand_in.c"
 fi
-cargo build --release -p diffusion --features cuda
+cargo build --release -p diffusion-cli --features cuda
 echo "built $CARGO_TARGET_DIR/release/diffusion (needs the CUDA 13 driver and the libraries of $CU/lib at run time)"

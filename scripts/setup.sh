@@ -76,7 +76,7 @@ if [ "${DIFFUSION_DATA:-}" != "" ]; then
 fi
 if [ "$have_data" = 0 ]; then
     say "fetching FashionMNIST into data/fashion-mnist"
-    cargo run --quiet -p diffusion -- data  # the test build's profile: no second compile
+    cargo run --quiet -p diffusion-cli -- data  # the test build's profile: no second compile
 fi
 
 # 6. warm the notebook's build directory

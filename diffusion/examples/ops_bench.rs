@@ -1,4 +1,4 @@
-//! Times the kernels of `diffusion::ops` at the U-Net's shapes (batch 128), the fast CPU path
+//! Times the kernels of `diffusion-kernels` at the U-Net's shapes (batch 128), the fast CPU path
 //! against the reference one, and whole training steps and samples.
 //!
 //! ```text
@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
-use diffusion::{ops, sample_images, Rng, TrainConfig, Trainer};
+use diffusion::{sample_images, Rng, TrainConfig, Trainer};
+use diffusion_kernels::{self as ops, with_path, KernelPath};
 
 /// CPU time of all the process's threads, in milliseconds.
 fn cpu_ms() -> f64 {
@@ -74,19 +75,20 @@ fn op_pair(
 ) -> Result<()> {
     let ts: Vec<&Tensor> = inputs.iter().map(|v| v.as_tensor()).collect();
     let mut results = vec![];
-    for reference in [false, true] {
-        ops::use_reference_only(reference);
-        let fwd = time(runs, || {
-            f(&ts)?;
-            Ok(())
-        })?;
-        let both = time(runs, || {
-            f(&ts)?.sum_all()?.backward()?;
-            Ok(())
+    for path in [KernelPath::Fast, KernelPath::Reference] {
+        let (fwd, both) = with_path(path, || -> Result<_> {
+            let fwd = time(runs, || {
+                f(&ts)?;
+                Ok(())
+            })?;
+            let both = time(runs, || {
+                f(&ts)?.sum_all()?.backward()?;
+                Ok(())
+            })?;
+            Ok((fwd, both))
         })?;
         results.push((fwd, both));
     }
-    ops::use_reference_only(false);
     line(&format!("{name} fwd"), results[0].0, results[1].0);
     line(&format!("{name} fwd+bwd"), results[0].1, results[1].1);
     Ok(())
@@ -279,8 +281,14 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map(String::as_str).unwrap_or("ops");
     let count: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let reference = args.get(2).is_some_and(|s| s == "reference");
-    ops::use_reference_only(reference);
+    let path = match args.get(2) {
+        Some(s) if s == "reference" => KernelPath::Reference,
+        _ => KernelPath::Fast,
+    };
+    with_path(path, || measure(what, count))
+}
+
+fn measure(what: &str, count: usize) -> Result<()> {
     let dev = Device::Cpu;
     match what {
         "ops" => ops_table(count)?,
@@ -322,7 +330,7 @@ fn main() -> Result<()> {
 /// Wall time of the direct and the matrix-product 3x3 convolutions at the network's shapes
 /// (batch 128): forward (also the input gradient's kernel) and weight gradient.
 fn direct_vs_gemm(runs: usize) -> Result<()> {
-    use diffusion::ops::{conv, direct};
+    use diffusion_kernels::conv;
     let n = 128;
     let mut rng = Rng::new(0);
     let dev = Device::Cpu;
@@ -340,19 +348,20 @@ fn direct_vs_gemm(runs: usize) -> Result<()> {
         let (x, wt, dy) = (data(n * c * s * s)?, data(o * c * 9)?, data(n * o * s * s)?);
         let mut y = vec![0f32; n * o * s * s];
         let mut row = vec![];
-        for on in [true, false] {
-            direct::set_enabled(on);
-            let f = time(runs, || {
-                conv::conv3x3_forward_into(&x, n, c, s, s, &wt, o, None, false, &mut y);
-                Ok(())
-            })?;
-            let g = time(runs, || {
-                conv::conv3x3_weight_grad(&x, &dy, n, c, s, s, o);
-                Ok(())
+        for path in [KernelPath::Fast, KernelPath::MatrixProducts] {
+            let (f, g) = with_path(path, || -> Result<_> {
+                let f = time(runs, || {
+                    conv::conv3x3_forward_into(&x, n, c, s, s, &wt, o, None, false, &mut y);
+                    Ok(())
+                })?;
+                let g = time(runs, || {
+                    conv::conv3x3_weight_grad(&x, &dy, n, c, s, s, o);
+                    Ok(())
+                })?;
+                Ok((f, g))
             })?;
             row.push((f.0, g.0));
         }
-        direct::set_enabled(true);
         println!(
             "conv {c:>2}->{o:<2} @{s:<2}  forward direct {:>6.2} gemm {:>6.2} ms   weight grad direct {:>6.2} gemm {:>6.2} ms",
             row[0].0, row[1].0, row[0].1, row[1].1

@@ -13,15 +13,63 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::unet::is_trainable;
+use crate::network::NoisePredictor;
 use crate::UNet;
 
-/// A fresh, randomly initialised U-Net and the `VarMap` holding its tensors.
-pub fn new_unet(device: &Device) -> Result<(UNet, VarMap)> {
+/// Is this `state_dict` entry a trainable parameter (not a BatchNorm statistic)?
+pub fn is_trainable(name: &str) -> bool {
+    !(name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked"))
+}
+
+/// Draws every trainable tensor of `varmap` afresh from `rng` as PyTorch initialises
+/// convolutions and linear layers, so that a seed fixes the starting weights:
+///
+/// ```text
+/// W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),   fan_in = W.size(1) * kernel height * kernel width
+/// ```
+///
+/// (for `Linear`, `Conv2d` and `ConvTranspose2d` alike, as `torch.nn.init` computes it). A bias
+/// takes its weight's bound. Normalisation layers (a weight of rank 1) keep weight 1 and bias 0,
+/// and BatchNorm's running statistics are not touched. Tensors are visited in name order.
+pub fn init_weights(varmap: &VarMap, rng: &mut crate::Rng) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .expect("the VarMap lock is never poisoned");
+    let mut names: Vec<&String> = data.keys().filter(|n| is_trainable(n)).collect();
+    names.sort();
+    for name in names {
+        let Some(layer) = name.strip_suffix(".weight").or(name.strip_suffix(".bias")) else {
+            continue;
+        };
+        let Some(weight) = data.get(&format!("{layer}.weight")) else {
+            continue;
+        };
+        let dims = weight.dims();
+        if dims.len() < 2 {
+            continue; // a normalisation layer: weight 1, bias 0
+        }
+        let fan_in: usize = dims[1..].iter().product();
+        let var = &data[name];
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        var.set(&rng.uniform(var.shape().clone(), bound, var.device())?)?;
+    }
+    Ok(())
+}
+
+/// A fresh, randomly initialised network and the `VarMap` holding its tensors.
+pub fn new_network<M: NoisePredictor>(config: M::Config, device: &Device) -> Result<(M, VarMap)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let unet = UNet::new(vb)?;
-    Ok((unet, varmap))
+    let model = M::build(config, vb)?;
+    Ok((model, varmap))
+}
+
+/// A fresh, randomly initialised notebook-02 U-Net and the `VarMap` holding its tensors.
+pub fn new_unet(device: &Device) -> Result<(UNet, VarMap)> {
+    new_network(Default::default(), device)
 }
 
 /// Number of trainable parameters (BatchNorm statistics excluded): 240,385 for the course's net.
@@ -54,29 +102,10 @@ pub fn state_dict(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
 
 /// Writes `tensors` to `path` as safetensors, through a temporary file and a rename.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    candle_core::safetensors::save(tensors, &tmp)
-        .with_context(|| format!("cannot write the checkpoint {}", tmp.display()))?;
-    // safetensors writes through a private (0600) temporary file: make it readable like any
-    // other output, for the notebook server or a colleague
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot set the permissions of {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!(
-            "cannot move the checkpoint into place at {}",
-            path.display()
-        )
-    })?;
-    Ok(())
+    crate::files::write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp)
+            .with_context(|| format!("cannot write the checkpoint {}", path.display()))
+    })
 }
 
 /// Saves every tensor of `varmap` (parameters and BatchNorm statistics) to `path`.
@@ -131,7 +160,7 @@ pub fn load(varmap: &VarMap, path: &Path) -> Result<()> {
     if !problems.is_empty() {
         problems.sort();
         bail!(
-            "{} does not match the course's U-Net ({} problem(s)): {}",
+            "{} does not match the network ({} problem(s)): {}",
             path.display(),
             problems.len(),
             problems.join("; ")
@@ -143,9 +172,18 @@ pub fn load(varmap: &VarMap, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A U-Net with the weights of the checkpoint at `path`.
-pub fn load_unet(path: &Path, device: &Device) -> Result<(UNet, VarMap)> {
-    let (unet, varmap) = new_unet(device)?;
+/// A network with the weights of the checkpoint at `path`, and the `VarMap` holding them.
+pub fn load_network<M: NoisePredictor>(
+    path: &Path,
+    config: M::Config,
+    device: &Device,
+) -> Result<(M, VarMap)> {
+    let (model, varmap) = new_network(config, device)?;
     load(&varmap, path)?;
-    Ok((unet, varmap))
+    Ok((model, varmap))
+}
+
+/// A notebook-02 U-Net with the weights of the checkpoint at `path` (see also [`UNet::load`]).
+pub fn load_unet(path: &Path, device: &Device) -> Result<(UNet, VarMap)> {
+    load_network(path, Default::default(), device)
 }

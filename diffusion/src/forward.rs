@@ -88,22 +88,10 @@ pub fn q_with_noise(
     Ok((x_0.broadcast_mul(&sqrt_a_bar_t)? + noise.broadcast_mul(&sqrt_one_minus_a_bar_t)?)?)
 }
 
-/// Samples `x_t ~ q(x_t | x_0)` and returns `(x_t, noise)`: the noised images and the noise that
-/// was added (the network's target). The noise comes from candle's generator for the device
-/// (`Device::set_seed`); [`q_rng`] takes a seeded [`Rng`] instead.
-pub fn q(schedule: &Schedule, x_0: &Tensor, t: &Tensor) -> Result<(Tensor, Tensor)> {
-    check_images(x_0)?;
-    let noise = x_0.randn_like(0.0, 1.0)?;
-    Ok((q_with_noise(schedule, x_0, t, &noise)?, noise))
-}
-
-/// [`q`] with the noise drawn from a seeded [`Rng`].
-pub fn q_rng(
-    schedule: &Schedule,
-    x_0: &Tensor,
-    t: &Tensor,
-    rng: &mut Rng,
-) -> Result<(Tensor, Tensor)> {
+/// The course's `q(x_0, t)`: samples `x_t ~ q(x_t | x_0)` with fresh noise from `rng` and
+/// returns `(x_t, noise)`, the noised images and the noise that was added (the network's target).
+/// [`q_with_noise`] takes the noise instead.
+pub fn q(schedule: &Schedule, x_0: &Tensor, t: &Tensor, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
     check_images(x_0)?;
     let noise = rng.randn_like(x_0)?;
     Ok((q_with_noise(schedule, x_0, t, &noise)?, noise))

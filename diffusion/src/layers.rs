@@ -25,6 +25,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Trainable values: weight and bias.
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
     pub fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
         let init = uniform(1.0 / (in_dim as f64).sqrt());
         Ok(Self {
@@ -49,6 +54,11 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// Trainable values: weight and bias.
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
     pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
         let init = uniform(1.0 / ((in_ch * 9) as f64).sqrt());
         Ok(Self {
@@ -60,7 +70,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::conv3x3(x, &self.weight, &self.bias)
+        diffusion_kernels::conv3x3(x, &self.weight, &self.bias)
     }
 }
 
@@ -73,6 +83,11 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
+    /// Trainable values: weight and bias.
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
     pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
         // PyTorch computes fan_in from weight.size(1) * k * k = out * 9.
         let init = uniform(1.0 / ((out_ch * 9) as f64).sqrt());
@@ -85,7 +100,7 @@ impl ConvTranspose2d {
 
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::ops::conv_transpose3x3_s2(x, &self.weight, &self.bias)
+        diffusion_kernels::conv_transpose3x3_s2(x, &self.weight, &self.bias)
     }
 }
 
@@ -110,6 +125,11 @@ pub const BN_MOMENTUM: f64 = 0.1;
 pub const BN_EPS: f64 = 1e-5;
 
 impl BatchNorm2d {
+    /// Trainable values: weight and bias (the running statistics are not trained).
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
         let var = |t: Tensor| -> Result<candle_core::Var> {
             if !t.is_variable() {
@@ -136,11 +156,12 @@ impl BatchNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
         if train {
-            let (y, mean, var) = crate::ops::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
+            let (y, mean, var) =
+                diffusion_kernels::batch_norm_train(x, &self.weight, &self.bias, BN_EPS)?;
             self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            crate::ops::batch_norm_eval(
+            diffusion_kernels::batch_norm_eval(
                 x,
                 &self.weight,
                 &self.bias,
@@ -169,13 +190,13 @@ impl BatchNorm2d {
     /// `b`; in training the three run as one kernel.
     fn after_conv(
         &self,
-        kind: crate::ops::ConvKind,
+        kind: diffusion_kernels::ConvKind,
         w: &Tensor,
         b: &Tensor,
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        use crate::ops::{conv_bn_relu_eval, conv_bn_relu_train};
+        use diffusion_kernels::{conv_bn_relu_eval, conv_bn_relu_train};
         if train {
             let (y, mean, var) =
                 conv_bn_relu_train(kind, x, w, b, &self.weight, &self.bias, BN_EPS)?;
@@ -197,7 +218,7 @@ pub fn conv_bn_relu(
     train: bool,
 ) -> candle_core::Result<Tensor> {
     bn.after_conv(
-        crate::ops::ConvKind::Conv3x3,
+        diffusion_kernels::ConvKind::Conv3x3,
         &conv.weight,
         &conv.bias,
         x,
@@ -213,7 +234,7 @@ pub fn conv_transpose_bn_relu(
     train: bool,
 ) -> candle_core::Result<Tensor> {
     bn.after_conv(
-        crate::ops::ConvKind::Transpose3x3S2,
+        diffusion_kernels::ConvKind::Transpose3x3S2,
         &conv.weight,
         &conv.bias,
         x,
@@ -224,7 +245,7 @@ pub fn conv_transpose_bn_relu(
 /// 2x2 max pooling with stride 2 (PyTorch's `nn.MaxPool2d(2)`), whose gradient goes, whole, to
 /// the maximum of each window (candle 0.11's own `max_pool2d` passes only a quarter of it).
 pub fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
-    crate::ops::max_pool2x2(x)
+    diffusion_kernels::max_pool2x2(x)
 }
 
 /// `max(x, 0)`.

@@ -18,37 +18,36 @@
 //! error that says what was expected, never a panic.
 
 pub mod adam;
-pub mod bench;
 pub mod checkpoint;
+pub mod clock;
 pub mod data;
 pub mod device;
 pub mod display;
-pub mod figures;
+pub mod files;
 pub mod forward;
-pub mod grade;
 pub mod layers;
 pub mod loss;
-pub mod npy;
-pub mod ops;
+pub mod network;
+pub mod notebook02;
 pub mod reverse;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
-pub mod theory;
+pub mod summary;
 pub mod timesteps;
 pub mod train;
-pub mod unet;
-pub mod walkthrough;
 
+pub use clock::timed;
 pub use device::device;
-pub use forward::{forward_step, q, q_rng, q_with_noise};
+pub use forward::{forward_step, q, q_with_noise};
 pub use loss::{get_loss, get_loss_with_noise};
+pub use network::NoisePredictor;
+pub use notebook02::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 pub use reverse::{reverse_q, reverse_q_with_noise};
 pub use rng::Rng;
 pub use sample::{sample_ddim, sample_images, Samples};
 pub use schedule::Schedule;
 pub use train::{Progress, TrainConfig, Trainer};
-pub use unet::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 
 /// The course's settings (notebook 02).
 pub mod settings {

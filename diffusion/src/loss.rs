@@ -9,31 +9,32 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use crate::{layers::mse, q_rng, q_with_noise, Rng, Schedule, UNet};
+use crate::network::NoisePredictor;
+use crate::{layers::mse, q, q_with_noise, Rng, Schedule};
 
 /// The course's `get_loss(model, x_0, t)`: noises `x_0` to `x_t` with fresh noise from `rng`,
 /// predicts the noise (BatchNorm in training mode) and returns the mean squared error.
-pub fn get_loss(
-    model: &UNet,
+pub fn get_loss<M: NoisePredictor>(
+    model: &M,
     schedule: &Schedule,
     x_0: &Tensor,
     t: &Tensor,
     rng: &mut Rng,
 ) -> Result<Tensor> {
-    let (x_t, noise) = q_rng(schedule, x_0, t, rng)?;
-    let noise_pred = model.forward_t(&x_t, t, true)?;
+    let (x_t, noise) = q(schedule, x_0, t, rng)?;
+    let noise_pred = model.predict_noise(&x_t, t, true)?;
     Ok(mse(&noise_pred, &noise)?)
 }
 
 /// [`get_loss`] with the noise given, for exact comparisons.
-pub fn get_loss_with_noise(
-    model: &UNet,
+pub fn get_loss_with_noise<M: NoisePredictor>(
+    model: &M,
     schedule: &Schedule,
     x_0: &Tensor,
     t: &Tensor,
     noise: &Tensor,
 ) -> Result<Tensor> {
     let x_t = q_with_noise(schedule, x_0, t, noise)?;
-    let noise_pred = model.forward_t(&x_t, t, true)?;
+    let noise_pred = model.predict_noise(&x_t, t, true)?;
     Ok(mse(&noise_pred, noise)?)
 }

@@ -40,6 +40,20 @@ impl Rng {
         Ok(Tensor::from_vec(v, shape, device)?)
     }
 
+    /// Samples of `U(-bound, bound)` of the given shape (f32).
+    pub fn uniform<S: Into<Shape>>(
+        &mut self,
+        shape: S,
+        bound: f64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let v: Vec<f32> = (0..shape.elem_count())
+            .map(|_| ((2.0 * self.0.random::<f64>() - 1.0) * bound) as f32)
+            .collect();
+        Ok(Tensor::from_vec(v, shape, device)?)
+    }
+
     /// Standard normal samples shaped like `x`, on its device.
     pub fn randn_like(&mut self, x: &Tensor) -> Result<Tensor> {
         self.randn(x.shape().clone(), x.device())
@@ -47,6 +61,11 @@ impl Rng {
 
     /// `n` timesteps drawn uniformly from `0..steps`, as a U32 tensor of shape `[n]`.
     pub fn timesteps(&mut self, n: usize, steps: usize, device: &Device) -> Result<Tensor> {
+        if steps == 0 || steps > u32::MAX as usize {
+            anyhow::bail!(
+                "timesteps are drawn from 0..T: T must be between 1 and 2^32 - 1, got {steps}"
+            );
+        }
         let v: Vec<u32> = (0..n)
             .map(|_| self.0.random_range(0..steps as u32))
             .collect();
@@ -54,8 +73,11 @@ impl Rng {
     }
 
     /// A uniform integer in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0.random_range(0..n)
+    pub fn below(&mut self, n: usize) -> Result<usize> {
+        if n == 0 {
+            anyhow::bail!("cannot draw an integer below 0: n must be at least 1");
+        }
+        Ok(self.0.random_range(0..n))
     }
 
     /// A fair coin.

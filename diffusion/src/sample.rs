@@ -12,7 +12,8 @@
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
-use crate::{reverse_q, Rng, Schedule, UNet};
+use crate::network::NoisePredictor;
+use crate::{reverse_q, Rng, Schedule};
 
 /// The result of sampling `n` images.
 #[derive(Debug, Clone)]
@@ -44,29 +45,34 @@ pub fn strip_steps(t_total: usize, ncols: usize) -> Vec<usize> {
         .collect()
 }
 
-fn check_sampling(model: &UNet, schedule: &Schedule, n: usize) -> Result<()> {
+fn check_sampling<M: NoisePredictor>(model: &M, schedule: &Schedule, n: usize) -> Result<()> {
     if n == 0 {
         bail!("asked for 0 images: n must be at least 1");
     }
-    if model.config.t != schedule.len() {
+    if model.steps() != schedule.len() {
         bail!(
             "the model was built for T = {} but the schedule has {} steps",
-            model.config.t,
+            model.steps(),
             schedule.len()
         );
     }
     Ok(())
 }
 
-fn start_noise(model: &UNet, n: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-    let c = model.config;
-    rng.randn((n, c.img_ch, c.img_size, c.img_size), device)
+fn start_noise<M: NoisePredictor>(
+    model: &M,
+    n: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor> {
+    let [c, h, w] = model.image_shape();
+    rng.randn((n, c, h, w), device)
 }
 
 /// The course's `sample_images`: draws `n` images with the DDPM reverse process (evaluation
 /// mode), keeping the starting noise and `ncols` snapshots (`ncols + 1` frames).
-pub fn sample_images(
-    model: &UNet,
+pub fn sample_images<M: NoisePredictor>(
+    model: &M,
     schedule: &Schedule,
     n: usize,
     ncols: usize,
@@ -80,7 +86,7 @@ pub fn sample_images(
     let mut frame_steps = vec![None];
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, device)?;
-        let e_t = model.forward_t(&x, &t_batch, false)?.detach(); // no gradient history across steps
+        let e_t = model.predict_noise(&x, &t_batch, false)?.detach(); // no gradient history across steps
         x = reverse_q(schedule, &x, t, &e_t, rng)?.detach();
         if ncols > 0 && keep.contains(&t) {
             frames.push(x.clone());
@@ -109,8 +115,8 @@ pub fn ddim_timesteps(t_total: usize, steps: usize) -> Result<Vec<usize>> {
 
 /// DDIM sampling with `eta = 0` in `steps` steps (deterministic given the starting noise),
 /// keeping the starting noise and every step's result as frames.
-pub fn sample_ddim(
-    model: &UNet,
+pub fn sample_ddim<M: NoisePredictor>(
+    model: &M,
     schedule: &Schedule,
     n: usize,
     steps: usize,
@@ -125,7 +131,7 @@ pub fn sample_ddim(
     let mut frame_steps = vec![None];
     for (i, &t) in ts.iter().enumerate() {
         let t_batch = Tensor::full(t as u32, n, device)?;
-        let e_t = model.forward_t(&x, &t_batch, false)?.detach(); // no gradient history across steps
+        let e_t = model.predict_noise(&x, &t_batch, false)?.detach(); // no gradient history across steps
         let x0_hat =
             ((&x - (&e_t * (1.0 - a_bar[t]).sqrt())?)? / a_bar[t].sqrt())?.clamp(-1f32, 1f32)?;
         let a_prev = ts.get(i + 1).map(|&p| a_bar[p]).unwrap_or(1.0);

@@ -9,7 +9,12 @@
 //! ```
 //!
 //! A [`Trainer`] keeps the model, the optimizer's state and the step count, so calling
-//! [`Trainer::train`] again continues where the last call stopped.
+//! [`Trainer::train`] again continues where the last call stopped. It trains any
+//! [`NoisePredictor`](crate::network::NoisePredictor); `Trainer` alone means notebook 02's [`UNet`].
+//!
+//! When the environment variable `DIFFUSION_MAX_STEPS` is set, every call of
+//! [`Trainer::train`] stops after at most that many steps: the notebooks' headless tests run
+//! with it, and a student never has to write it in a cell.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +24,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::adam::Adam;
-use crate::checkpoint;
-use crate::unet::is_trainable;
+use crate::checkpoint::{self, is_trainable};
+use crate::network::NoisePredictor;
 use crate::{get_loss_with_noise, Rng, Schedule, UNet};
 
 /// Settings of a training run; [`TrainConfig::course`] gives the notebook's.
@@ -58,17 +63,17 @@ impl TrainConfig {
             hflip: true,
         }
     }
+}
 
-    /// Applies `DIFFUSION_MAX_STEPS` from the environment (a short run for tests), if set.
-    pub fn with_env(mut self) -> Result<Self> {
-        if let Ok(v) = std::env::var("DIFFUSION_MAX_STEPS") {
-            let n: usize = v.trim().parse().with_context(|| {
+/// The step budget `DIFFUSION_MAX_STEPS` sets, given its value (`None` when unset).
+pub fn max_steps_from_env(value: Option<&str>) -> Result<Option<usize>> {
+    value
+        .map(|v| {
+            v.trim().parse().with_context(|| {
                 format!("DIFFUSION_MAX_STEPS must be a whole number of steps, got {v:?}")
-            })?;
-            self.max_steps = Some(n);
-        }
-        Ok(self)
-    }
+            })
+        })
+        .transpose()
 }
 
 /// Where training stands, passed to the callback.
@@ -112,15 +117,7 @@ impl Progress {
     }
 }
 
-/// `1h02m03s`, `2m03s`, `3s`.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, (s / 60) % 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s:02}s"),
-        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
-    }
-}
+pub use crate::clock::format_duration;
 
 /// The trainable weights of `varmap` (BatchNorm statistics excluded), sorted by name.
 fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
@@ -151,8 +148,8 @@ pub fn this_copy() -> usize {
 }
 
 /// The model, its optimizer and the training state.
-pub struct Trainer {
-    pub model: UNet,
+pub struct Trainer<M: NoisePredictor = UNet> {
+    pub model: M,
     pub varmap: VarMap,
     pub schedule: Schedule,
     pub config: TrainConfig,
@@ -170,11 +167,10 @@ pub struct Trainer {
     pub losses: Vec<f32>,
 }
 
-impl Trainer {
-    /// A fresh model with the course's schedule on `device`.
+impl Trainer<UNet> {
+    /// A fresh notebook-02 U-Net with the course's schedule on `device`.
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self> {
-        let (model, varmap) = checkpoint::new_unet(device)?;
-        Self::with_model(model, varmap, config, device)
+        Self::for_network(Default::default(), config, device)
     }
 
     /// Continues from a checkpoint's weights (the optimizer starts afresh).
@@ -183,20 +179,38 @@ impl Trainer {
         config: TrainConfig,
         device: &Device,
     ) -> Result<Self> {
-        let (model, varmap) = checkpoint::load_unet(path, device)?;
-        Self::with_model(model, varmap, config, device)
+        Self::for_checkpoint(path, Default::default(), config, device)
+    }
+}
+
+impl<M: NoisePredictor> Trainer<M> {
+    /// A fresh network built with `net` on `device`, with the course's linear schedule over its
+    /// `T` timesteps. Its starting weights are drawn from the seed of `config`
+    /// ([`checkpoint::init_weights`]), so the same seed gives the same run.
+    pub fn for_network(net: M::Config, config: TrainConfig, device: &Device) -> Result<Self> {
+        let (model, varmap) = checkpoint::new_network(net, device)?;
+        let mut trainer = Self::with_model(model, varmap, config, device)?;
+        checkpoint::init_weights(&trainer.varmap, &mut trainer.rng)?;
+        Ok(trainer)
     }
 
-    fn with_model(
-        model: UNet,
-        varmap: VarMap,
+    /// A network built with `net` that continues from the weights of the checkpoint at `path`
+    /// (the optimizer starts afresh).
+    pub fn for_checkpoint(
+        path: &std::path::Path,
+        net: M::Config,
         config: TrainConfig,
         device: &Device,
     ) -> Result<Self> {
+        let (model, varmap) = checkpoint::load_network(path, net, device)?;
+        Self::with_model(model, varmap, config, device)
+    }
+
+    fn with_model(model: M, varmap: VarMap, config: TrainConfig, device: &Device) -> Result<Self> {
         if config.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
-        let schedule = Schedule::course(device)?;
+        let schedule = course_schedule(model.steps(), device)?;
         let params = trainable(&varmap);
         let opt = Adam::new(config.lr);
         let rng = Rng::new(config.seed);
@@ -227,6 +241,8 @@ impl Trainer {
     /// and an error says so.
     pub fn train_step(&mut self, x_0: &Tensor) -> Result<f32> {
         self.own_tensors()?;
+        crate::network::check_images(&self.model, x_0)
+            .context("a training batch x_0 must be images")?;
         let device = self.schedule.device().clone();
         let n = x_0.dim(0)?;
         let t = self.rng.timesteps(n, self.schedule.len(), &device)?;
@@ -265,35 +281,26 @@ impl Trainer {
             }
         }
         let device = self.schedule.device().clone();
-        self.schedule = Schedule::course(&device)?;
-        self.model = UNet::new(VarBuilder::from_varmap(&self.varmap, DType::F32, &device))?;
+        self.schedule = course_schedule(self.model.steps(), &device)?;
+        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &device);
+        self.model = M::build(self.model.config(), vb)?;
         self.params = trainable(&self.varmap);
         self.made_by = this_copy();
         Ok(())
     }
 
-    /// Forgets which copy of the crate made the weights, so the next step makes them afresh as
-    /// a call from another notebook cell would. For tests.
-    #[doc(hidden)]
-    pub fn forget_which_copy_made_the_weights(&mut self) {
-        self.made_by = 0;
-    }
-
+    /// A copy of the network's buffers (BatchNorm statistics), to put back after a failed step.
     fn bn_state(&self) -> Result<Vec<Tensor>> {
-        let mut v = vec![];
-        for (_, bn) in self.model.batch_norms() {
-            v.push(bn.running_mean.as_tensor().copy()?);
-            v.push(bn.running_var.as_tensor().copy()?);
-            v.push(bn.num_batches_tracked.as_tensor().copy()?);
-        }
-        Ok(v)
+        self.model
+            .buffers()
+            .into_iter()
+            .map(|v| Ok(v.as_tensor().copy()?))
+            .collect()
     }
 
     fn restore_bn_state(&self, saved: Vec<Tensor>) -> Result<()> {
-        for ((_, bn), s) in self.model.batch_norms().into_iter().zip(saved.chunks(3)) {
-            bn.running_mean.set(&s[0])?;
-            bn.running_var.set(&s[1])?;
-            bn.num_batches_tracked.set(&s[2])?;
+        for (var, s) in self.model.buffers().into_iter().zip(&saved) {
+            var.set(s)?;
         }
         Ok(())
     }
@@ -310,14 +317,10 @@ impl Trainer {
         &mut self,
         images: &Tensor,
         every: usize,
-        mut callback: impl FnMut(&Progress, &Trainer) -> Result<()>,
+        mut callback: impl FnMut(&Progress, &Trainer<M>) -> Result<()>,
     ) -> Result<Progress> {
-        let (n, ..) = images.dims4().with_context(|| {
-            format!(
-                "training images must be [N, 1, 16, 16], got {:?}",
-                images.dims()
-            )
-        })?;
+        let n = crate::network::check_images(&self.model, images)
+            .context("the training images must be a batch of the network's images")?;
         let per_epoch = self.steps_per_epoch(n);
         if per_epoch == 0 {
             bail!(
@@ -328,7 +331,8 @@ impl Trainer {
         let device = self.schedule.device().clone();
         let images = images.to_device(&device)?;
         let mut call_steps = per_epoch * self.config.epochs;
-        if let Some(m) = self.config.max_steps {
+        let env = max_steps_from_env(std::env::var("DIFFUSION_MAX_STEPS").ok().as_deref())?;
+        for m in [self.config.max_steps, env].into_iter().flatten() {
             call_steps = call_steps.min(m);
         }
         let start = Instant::now();
@@ -379,5 +383,89 @@ impl Trainer {
     /// Saves the weights and BatchNorm statistics (PyTorch `state_dict` names).
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         checkpoint::save(&self.varmap, path)
+    }
+}
+
+/// The course's linear schedule (`B` from 0.0001 to 0.02) over `t` timesteps.
+fn course_schedule(t: usize, device: &Device) -> Result<Schedule> {
+    use crate::settings::{BETA_END, BETA_START};
+    Schedule::linear(t, BETA_START, BETA_END, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy_images(n: usize) -> Tensor {
+        Rng::new(1)
+            .randn((n, 1, 16, 16), &Device::Cpu)
+            .unwrap()
+            .clamp(-1f32, 1f32)
+            .unwrap()
+    }
+
+    fn trainer() -> Trainer {
+        let config = TrainConfig {
+            batch_size: 32,
+            max_steps: Some(3),
+            ..TrainConfig::course()
+        };
+        Trainer::new(config, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn the_seed_fixes_the_starting_weights() {
+        let weights = |seed| {
+            let config = TrainConfig {
+                seed,
+                ..TrainConfig::course()
+            };
+            let t = Trainer::new(config, &Device::Cpu).unwrap();
+            let w = t.model.down1.first.conv.weight.flatten_all().unwrap();
+            w.to_vec1::<f32>().unwrap()
+        };
+        let (a, b, c) = (weights(3), weights(3), weights(4));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // PyTorch's bound for Conv2d(16, 32, 3): 1 / sqrt(16 * 9) = 1/12
+        let max = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(max <= 1.0 / 12.0 && max > 0.9 / 12.0, "{max}");
+    }
+
+    /// A trainer called from another copy of the crate (another evcxr cell) makes its weights
+    /// afresh; training must go on exactly as if nothing happened: same values, same Adam state.
+    #[test]
+    fn weights_made_afresh_train_on_identically() {
+        let images = toy_images(64);
+        let run = |remake: bool| {
+            let mut t = trainer();
+            t.train(&images, 0, |_, _| Ok(())).unwrap();
+            let before: Vec<_> = t.params.iter().map(|(_, v)| v.as_tensor().id()).collect();
+            if remake {
+                t.made_by = 0; // as if called from another copy
+            }
+            t.train(&images, 0, |_, _| Ok(())).unwrap();
+            let after: Vec<_> = t.params.iter().map(|(_, v)| v.as_tensor().id()).collect();
+            assert_eq!(before != after, remake, "weights re-made only when asked");
+            t.losses.clone()
+        };
+        let plain = run(false);
+        let remade = run(true);
+        assert_eq!(plain.len(), 6);
+        assert_eq!(
+            plain, remade,
+            "steps 4..6 after the weights were made afresh"
+        );
+    }
+
+    #[test]
+    fn the_step_budget_comes_from_the_environment_value() {
+        assert_eq!(max_steps_from_env(None).unwrap(), None);
+        assert_eq!(max_steps_from_env(Some(" 12 ")).unwrap(), Some(12));
+        let e = max_steps_from_env(Some("many")).unwrap_err().to_string();
+        assert!(
+            e.contains("DIFFUSION_MAX_STEPS") && e.contains("many"),
+            "{e}"
+        );
     }
 }

@@ -1,1 +1,4 @@
-//! Cross-cutting tests live in `tests/`.
+//! Cross-cutting tests live in `tests/`; the walkthroughs' Rust blocks run as this crate's
+//! doctests (`cargo test -p diffusion-tests --doc`).
+
+mod walkthrough;

@@ -1,5 +1,5 @@
 //! The answers' claims about the network and the samplers, checked on the real thing: the shape
-//! arithmetic of `diffusion::theory` against the U-Net's actual tensors (answers/assignment4.md
+//! arithmetic of `answers::theory` against the U-Net's actual tensors (answers/assignment4.md
 //! Q4, answers/ddpm-math.md Q9, Q14, Q15, Q16).
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -28,7 +28,7 @@ fn stage_shapes_match_the_shape_arithmetic() {
         ("up2", &up2),
         ("out", &out),
     ];
-    let trace = diffusion::theory::shapes::course_unet_trace().unwrap();
+    let trace = answers::theory::shapes::course_unet_trace().unwrap();
     assert_eq!(trace.len(), real.len());
     for ((name, ch, side), (real_name, tensor)) in trace.iter().zip(real) {
         assert_eq!(*name, real_name);

@@ -2,7 +2,7 @@
 //! `<set>-correct.toml` must be fully correct (free text: `manual`), and `<set>-mistakes.toml`
 //! must get exactly the verdicts listed in `<set>-mistakes.expected.toml`.
 
-use diffusion::grade::{grade_submission, sets, Expected, Verdict};
+use answers::grade::{grade_submission, sets, Expected, Verdict};
 use std::path::PathBuf;
 
 fn answers_dir() -> PathBuf {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{backprop::GradStore, DType, Device, Tensor};
+use diffusion::checkpoint::is_trainable;
 use diffusion::checkpoint::{load_unet, new_unet, read_tensors, state_dict};
-use diffusion::unet::is_trainable;
 use diffusion::{get_loss_with_noise, q_with_noise, reverse_q_with_noise, Schedule};
 
 fn fixture(name: &str) -> PathBuf {

@@ -82,29 +82,6 @@ fn same_seed_same_losses() {
     assert_eq!(run(), run());
 }
 
-/// A trainer called from another copy of the crate (another evcxr cell) makes its weights
-/// afresh; training must go on exactly as if nothing happened: same values, same Adam state.
-#[test]
-fn weights_made_afresh_train_on_identically() {
-    let images = toy_images();
-    let run = |remake: bool| {
-        let mut t = fixture_trainer(3);
-        t.train(&images, 0, |_, _| Ok(())).unwrap();
-        if remake {
-            t.forget_which_copy_made_the_weights();
-        }
-        t.train(&images, 0, |_, _| Ok(())).unwrap();
-        t.losses.clone()
-    };
-    let plain = run(false);
-    let remade = run(true);
-    assert_eq!(plain.len(), 6);
-    assert_eq!(
-        plain, remade,
-        "steps 4..6 after the weights were made afresh"
-    );
-}
-
 #[test]
 fn a_nan_loss_stops_training_and_keeps_the_last_good_state() {
     let mut trainer = Trainer::new(config(5), &Device::Cpu).unwrap();
@@ -139,21 +116,6 @@ fn too_few_images_for_a_batch_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no full batch of 32"), "{e}");
-}
-
-#[test]
-fn env_max_steps_is_read_and_checked() {
-    // one test touches the variable, so no other test sees it change
-    std::env::set_var("DIFFUSION_MAX_STEPS", "12");
-    assert_eq!(
-        TrainConfig::course().with_env().unwrap().max_steps,
-        Some(12)
-    );
-    std::env::set_var("DIFFUSION_MAX_STEPS", "many");
-    let e = TrainConfig::course().with_env().unwrap_err().to_string();
-    assert!(e.contains("DIFFUSION_MAX_STEPS"), "{e}");
-    std::env::remove_var("DIFFUSION_MAX_STEPS");
-    assert_eq!(TrainConfig::course().with_env().unwrap().max_steps, None);
 }
 
 #[test]

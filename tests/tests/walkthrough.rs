@@ -5,7 +5,7 @@
 //! The expected values of the data and of the loss history were printed by
 //! `walkthroughs/data_stats.py`, which computes them with Pillow and NumPy alone: its own IDX
 //! decoding, Pillow's own resize, the schedule rebuilt with NumPy. Here the crate computes them
-//! again (`diffusion::data::load`, `diffusion::figures`), and each is compared with the value the
+//! again (`diffusion::data::load`, `diffusion_cli::figures`), and each is compared with the value the
 //! text states, so that a change of the data, of the crate or of the text fails here.
 //!
 //! The figures' measurements (samples, loss by timestep) come from a trained network and have no
@@ -17,10 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
+use answers::theory::ddpm::course_values;
+use answers::theory::gaussian::std_normal_cdf;
 use diffusion::data::{self, Split};
-use diffusion::figures::{per_pixel_floor, pixel_stats, pixel_variances, read_losses};
-use diffusion::theory::ddpm::course_values;
-use diffusion::theory::gaussian::std_normal_cdf;
+use diffusion_cli::figures::{per_pixel_floor, pixel_stats, pixel_variances, read_losses};
 
 /// Printed by `walkthroughs/data_stats.py` on the 60,000 training images.
 mod python {
@@ -93,7 +93,7 @@ fn train_images() -> candle_core::Tensor {
     assert!(
         data::files_present(&dir),
         "the FashionMNIST files are not in {}: fetch them with `make setup` or \
-         `cargo run --release -p diffusion -- data` (or set {} to where they are)",
+         `cargo run --release -p diffusion-cli -- data` (or set {} to where they are)",
         dir.display(),
         data::DATA_ENV
     );
@@ -244,7 +244,7 @@ fn the_figures_were_drawn_by_the_course_run() {
     );
     // every figure the walkthrough shows is there, and listed in figures/README.md
     let md = walkthrough();
-    for f in diffusion::figures::FILES {
+    for f in diffusion_cli::figures::FILES {
         assert!(root().join("walkthroughs/figures").join(f).is_file(), "{f}");
         if f != "README.md" {
             assert!(

@@ -211,17 +211,11 @@ pub fn encode_idx_labels(path: &Path, labels: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The name a file is written under before being renamed to `path`.
-pub(crate) fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Writes `bytes` (gzipped when `path` ends in `.gz`) to a temporary file beside `path` and
-/// returns that file's path; renaming it to `path` is left to the caller.
+/// returns that file's path; renaming it to `path` is left to the caller, so that several files
+/// can be replaced together once all of them are complete.
 pub(crate) fn write_partial(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let tmp = partial_path(path);
+    let tmp = crate::files::temp_path(path)?;
     let result = (|| -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;
         if is_gz(path) {

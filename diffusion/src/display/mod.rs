@@ -16,8 +16,10 @@ pub mod figure;
 pub mod font;
 pub mod grid;
 pub mod output;
+pub mod training;
 
 pub use chart::{Legend, LineChart, Series};
 pub use course::{loss_chart, moving_average, schedule_chart, schedule_figure, LossHistory};
 pub use figure::Figure;
 pub use grid::ImageGrid;
+pub use training::TrainingLog;

@@ -1,6 +1,6 @@
 //! Getting a picture out: the evcxr (Jupyter) display block and writing files safely.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::Path;
 
@@ -61,33 +61,7 @@ pub(crate) fn extension(path: &Path, accepted: &[&str]) -> Result<String> {
     Ok(ext)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees half a file. Missing parent folders are created.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} does not name a file", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("could not create the folder {}", dir.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let written = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("could not write {}", tmp.display()))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("could not move {} to {}", tmp.display(), path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
+pub use crate::files::write_atomic;
 
 #[cfg(test)]
 mod tests {
@@ -114,24 +88,5 @@ mod tests {
         let err = extension(Path::new("a/b.jpg"), &["svg", "png"]).unwrap_err();
         assert!(err.to_string().contains(".svg or .png"), "{err}");
         assert!(extension(Path::new("noext"), &["png"]).is_err());
-    }
-
-    #[test]
-    fn write_atomic_creates_folders_and_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/out.txt");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("out.txt")]);
-    }
-
-    #[test]
-    fn write_atomic_rejects_a_folder_path() {
-        assert!(write_atomic(Path::new("/"), b"x").is_err());
     }
 }

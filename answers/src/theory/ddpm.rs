@@ -1,0 +1,974 @@
+//! Closed-form DDPM quantities behind `answers/ddpm-math.md`, in plain f64.
+//!
+//! Timesteps use the notebook's indexing: `t = 0..T-1`, `B[t]` is the variance added by step `t`,
+//! `a_bar[t] = (1 - B[0]) * ... * (1 - B[t])`, and `x_t` is the image after `t + 1` noising steps
+//! (the clean image `x_0` of `q(x_0, t)` has no index of its own).
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+use diffusion::schedule::{linspace, ScheduleValues};
+use diffusion::Schedule;
+
+/// The course schedule's arrays: `B = linspace(0.0001, 0.02, 150)` and what follows from it.
+pub fn course_values() -> Result<ScheduleValues> {
+    Ok(Schedule::course(&Device::Cpu)?.values().clone())
+}
+
+/// The cosine schedule's arrays for `steps` timesteps (`Schedule::cosine`).
+pub fn cosine_values(steps: usize) -> Result<ScheduleValues> {
+    Ok(Schedule::cosine(steps, &Device::Cpu)?.values().clone())
+}
+
+fn at(values: &[f64], t: usize, name: &str) -> Result<f64> {
+    match values.get(t) {
+        Some(v) => Ok(*v),
+        None => bail!(
+            "timestep {t} is out of range for {name}: timesteps run from 0 to {}",
+            values.len().saturating_sub(1)
+        ),
+    }
+}
+
+/// `a_bar[t]`, the share of the variance of `x_t` that is signal.
+pub fn a_bar(v: &ScheduleValues, t: usize) -> Result<f64> {
+    at(&v.a_bar, t, "a_bar")
+}
+
+/// `a_bar[t - 1]`, with `a_bar[-1] = 1` (the clean image).
+pub fn a_bar_prev(v: &ScheduleValues, t: usize) -> Result<f64> {
+    at(&v.a_bar, t, "a_bar")?;
+    Ok(if t == 0 { 1.0 } else { v.a_bar[t - 1] })
+}
+
+/// `B[t] = start + (end - start) * t / (T - 1)`, the t-th value of `linspace(start, end, T)`.
+pub fn linear_beta(t: usize, steps: usize, start: f64, end: f64) -> Result<f64> {
+    if steps < 2 || t >= steps {
+        bail!("need T >= 2 and 0 <= t < T, got t = {t}, T = {steps}");
+    }
+    Ok(start + (end - start) * t as f64 / (steps - 1) as f64)
+}
+
+/// Arithmetic mean of a slice (`0` for an empty one).
+pub fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// `sqrt(a_bar[t])`: the factor on `x_0` in `x_t` (the amplitude of the signal left).
+pub fn signal_amplitude(v: &ScheduleValues, t: usize) -> Result<f64> {
+    Ok(a_bar(v, t)?.sqrt())
+}
+
+/// `1 - a_bar[t]`: the share of the variance of `x_t` that is noise.
+pub fn noise_share(v: &ScheduleValues, t: usize) -> Result<f64> {
+    Ok(1.0 - a_bar(v, t)?)
+}
+
+/// Signal-to-noise ratio `SNR(t) = a_bar[t] / (1 - a_bar[t])`.
+pub fn snr(v: &ScheduleValues, t: usize) -> Result<f64> {
+    let ab = a_bar(v, t)?;
+    Ok(ab / (1.0 - ab))
+}
+
+/// `ln SNR(from) - ln SNR(to)`: how far the log-SNR falls between two timesteps.
+pub fn log_snr_drop(v: &ScheduleValues, from: usize, to: usize) -> Result<f64> {
+    Ok(snr(v, from)?.ln() - snr(v, to)?.ln())
+}
+
+/// First `t` with `values[t] < level`, if any.
+pub fn first_below(values: &[f64], level: f64) -> Option<usize> {
+    values.iter().position(|x| *x < level)
+}
+
+/// Smallest `T` (up to `max_steps`) for which `linspace(start, end, T)` ends with
+/// `a_bar[T-1] < level`.
+pub fn min_linear_steps_below(start: f64, end: f64, level: f64, max_steps: usize) -> Option<usize> {
+    (2..=max_steps).find(|&n| {
+        linspace(start, end, n)
+            .iter()
+            .map(|b| 1.0 - b)
+            .product::<f64>()
+            < level
+    })
+}
+
+/// How one forward step combines `x_{t-1}` with fresh noise `e ~ N(0, 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRule {
+    /// `x_t = sqrt(1 - B_t) x_{t-1} + sqrt(B_t) e` (the notebook's): `v -> (1 - B) v + B`.
+    VariancePreserving,
+    /// `x_t = x_{t-1} + sqrt(B_t) e`: `v -> v + B`.
+    Additive,
+    /// `x_t = (1 - B_t) x_{t-1} + sqrt(B_t) e`: `v -> (1 - B)^2 v + B`.
+    Shrink,
+}
+
+/// Variance of `x` after one step per beta, starting from variance `v0` (noise independent of `x`).
+pub fn variance_after(betas: &[f64], v0: f64, rule: UpdateRule) -> f64 {
+    betas.iter().fold(v0, |v, b| match rule {
+        UpdateRule::VariancePreserving => (1.0 - b) * v + b,
+        UpdateRule::Additive => v + b,
+        UpdateRule::Shrink => (1.0 - b).powi(2) * v + b,
+    })
+}
+
+/// Fixed point of `v -> (1 - B)^2 v + B`: `B / (1 - (1 - B)^2) = 1 / (2 - B)`.
+pub fn shrink_fixed_point(beta: f64) -> f64 {
+    1.0 / (2.0 - beta)
+}
+
+/// `(sqrt(1 - B), sqrt(B))`: the factors on `x_{t-1}` and on the noise in one forward step.
+pub fn one_step_coeffs(beta: f64) -> (f64, f64) {
+    ((1.0 - beta).sqrt(), beta.sqrt())
+}
+
+/// `(sqrt_a_inv[t], pred_noise_coeff[t]) = (1 / sqrt(a[t]), (1 - a[t]) / sqrt(1 - a_bar[t]))`.
+pub fn reverse_mean_coeffs(v: &ScheduleValues, t: usize) -> Result<(f64, f64)> {
+    Ok((
+        at(&v.sqrt_a_inv, t, "sqrt_a_inv")?,
+        at(&v.pred_noise_coeff, t, "pred_noise_coeff")?,
+    ))
+}
+
+/// The reverse mean for one pixel: `u_t = sqrt_a_inv[t] * (x_t - pred_noise_coeff[t] * e_t)`.
+pub fn reverse_mean(v: &ScheduleValues, t: usize, x_t: f64, e_t: f64) -> Result<f64> {
+    let (s, c) = reverse_mean_coeffs(v, t)?;
+    Ok(s * (x_t - c * e_t))
+}
+
+/// Posterior mean coefficients of `q(x_{t-1} | x_t, x_0)` on `(x_0, x_t)`:
+/// `(sqrt(a_bar[t-1]) B[t] / (1 - a_bar[t]), sqrt(a[t]) (1 - a_bar[t-1]) / (1 - a_bar[t]))`.
+pub fn posterior_mean_coeffs(v: &ScheduleValues, t: usize) -> Result<(f64, f64)> {
+    let ab = a_bar(v, t)?;
+    let prev = a_bar_prev(v, t)?;
+    let b = v.b[t];
+    Ok((
+        prev.sqrt() * b / (1.0 - ab),
+        v.a[t].sqrt() * (1.0 - prev) / (1.0 - ab),
+    ))
+}
+
+/// Posterior variance `B~[t] = (1 - a_bar[t-1]) / (1 - a_bar[t]) * B[t]` (`0` at `t = 0`).
+pub fn posterior_variance(v: &ScheduleValues, t: usize) -> Result<f64> {
+    let ab = a_bar(v, t)?;
+    Ok((1.0 - a_bar_prev(v, t)?) / (1.0 - ab) * v.b[t])
+}
+
+/// Standard deviation of the noise the notebook's `reverse_q` adds at `t`:
+/// `sqrt(B[t-1])` for `t >= 1`, `0` at `t = 0`.
+pub fn notebook_reverse_noise_std(v: &ScheduleValues, t: usize) -> Result<f64> {
+    at(&v.b, t, "B")?;
+    Ok(if t == 0 { 0.0 } else { v.b[t - 1].sqrt() })
+}
+
+/// Weight of `|e - e_theta|^2` in the ELBO term of step `t`:
+/// `w = B[t]^2 / (2 sigma2 a[t] (1 - a_bar[t]))`, with `sigma2` the reverse-step variance.
+pub fn elbo_weight(v: &ScheduleValues, t: usize, sigma2: f64) -> Result<f64> {
+    let ab = a_bar(v, t)?;
+    if sigma2.is_nan() || sigma2 <= 0.0 {
+        bail!("the reverse-step variance must be positive, got {sigma2}");
+    }
+    Ok(v.b[t].powi(2) / (2.0 * sigma2 * v.a[t] * (1.0 - ab)))
+}
+
+/// Weight that an unweighted image loss `|x_0 - x0_hat|^2` puts on the noise error
+/// `|e - e_hat|^2`: `(1 - a_bar[t]) / a_bar[t] = 1 / SNR(t)`.
+pub fn x0_loss_weight(v: &ScheduleValues, t: usize) -> Result<f64> {
+    Ok(1.0 / snr(v, t)?)
+}
+
+/// KL divergence, per pixel, from `q(x_{T-1} | x_0) = N(sqrt(ab) x0, 1 - ab)` to `N(0, 1)`:
+/// `(ab x0^2 - ab - ln(1 - ab)) / 2`.
+pub fn prior_kl(a_bar_last: f64, x0: f64) -> f64 {
+    0.5 * (a_bar_last * x0 * x0 - a_bar_last - (1.0 - a_bar_last).ln())
+}
+
+/// Noising steps needed to reach timestep `t` one step at a time: `t + 1`.
+pub fn sequential_noising_steps(t: usize) -> usize {
+    t + 1
+}
+
+/// Mean of `t + 1` for `t` uniform on `0..T-1`: `(T + 1) / 2`.
+pub fn mean_sequential_noising_steps(steps: usize) -> f64 {
+    (steps as f64 + 1.0) / 2.0
+}
+
+/// Network evaluations to draw one sample with the DDPM sampler: one per timestep, `T`.
+pub fn sampling_network_calls(steps: usize) -> usize {
+    steps
+}
+
+/// Network evaluations per training example: one, whatever `T` is.
+pub fn training_network_calls_per_example() -> usize {
+    1
+}
+
+/// Optimizer steps per epoch with the last partial batch dropped: `floor(images / batch)`.
+pub fn steps_per_epoch(images: usize, batch: usize) -> Result<usize> {
+    if batch == 0 {
+        bail!("the batch size must be at least 1");
+    }
+    Ok(images / batch)
+}
+
+/// `(image, t)` pairs seen in training: `floor(images / batch) * batch * epochs`.
+pub fn training_examples(images: usize, batch: usize, epochs: usize) -> Result<usize> {
+    Ok(steps_per_epoch(images, batch)? * batch * epochs)
+}
+
+/// The network's time input `t / T`.
+pub fn normalized_timestep(t: usize, steps: usize) -> Result<f64> {
+    if t >= steps {
+        bail!(
+            "timestep {t} is out of range: timesteps run from 0 to T-1 = {}",
+            steps.saturating_sub(1)
+        );
+    }
+    Ok(t as f64 / steps as f64)
+}
+
+/// Standard deviation of `t` uniform on `0..T-1`: `sqrt((T^2 - 1) / 12)`.
+pub fn uniform_timestep_std(steps: usize) -> f64 {
+    let n = steps as f64;
+    ((n * n - 1.0) / 12.0).sqrt()
+}
+
+/// Mean square of the values: the MSE of predicting zero noise.
+pub fn mean_square(values: &[f64]) -> f64 {
+    mean(&values.iter().map(|x| x * x).collect::<Vec<_>>())
+}
+
+/// Frequencies of the sinusoidal time embedding: `exp(-ln(10000) k / (half - 1))`, `k = 0..half`.
+pub fn sinusoidal_frequencies(half_dim: usize) -> Result<Vec<f64>> {
+    if half_dim < 2 {
+        bail!("the sinusoidal embedding needs half_dim >= 2, got {half_dim}");
+    }
+    let step = 10000f64.ln() / (half_dim - 1) as f64;
+    Ok((0..half_dim).map(|k| (-step * k as f64).exp()).collect())
+}
+
+/// Shape of an elementwise product under broadcasting (align on the right; a 1 stretches).
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() < n {
+            1
+        } else {
+            s[i + s.len() - n]
+        }
+    };
+    (0..n)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            (x, y) => bail!(
+                "shapes {a:?} and {b:?} do not broadcast: {x} vs {y} at dimension {i} (from the left)"
+            ),
+        })
+        .collect()
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Factor turning predicted noise into the score: `score = -e_hat / sqrt(1 - a_bar[t])`;
+/// returns `1 / sqrt(1 - a_bar[t])`.
+pub fn score_scale(v: &ScheduleValues, t: usize) -> Result<f64> {
+    Ok(1.0 / noise_share(v, t)?.sqrt())
+}
+
+/// Data `x_0 ~ N(0, s2)` (one pixel): the marginal score of `x_t`, `-x_t / (a_bar s2 + 1 - a_bar)`.
+pub fn gaussian_data_score(a_bar: f64, s2: f64, x_t: f64) -> f64 {
+    -x_t / (a_bar * s2 + 1.0 - a_bar)
+}
+
+/// Data `x_0 ~ N(0, s2)`: the best noise prediction `E[e | x_t] = sqrt(1 - a_bar) x_t / var(x_t)`.
+pub fn gaussian_data_expected_noise(a_bar: f64, s2: f64, x_t: f64) -> f64 {
+    (1.0 - a_bar).sqrt() * x_t / (a_bar * s2 + 1.0 - a_bar)
+}
+
+/// Timestep whose `x_t`, divided by `sqrt(a_bar[t])`, carries Gaussian noise of std `sigma`
+/// around the clean image: the `t` with `a_bar[t]` closest to `1 / (1 + sigma^2)`.
+pub fn matching_timestep(v: &ScheduleValues, sigma: f64) -> Result<usize> {
+    if sigma.is_nan() || sigma <= 0.0 {
+        bail!("the noise std must be positive, got {sigma}");
+    }
+    let target = 1.0 / (1.0 + sigma * sigma);
+    let dist = |t: &usize| (v.a_bar[*t] - target).abs();
+    match (0..v.a_bar.len()).min_by(|x, y| dist(x).total_cmp(&dist(y))) {
+        Some(t) => Ok(t),
+        None => bail!("the schedule is empty"),
+    }
+}
+
+/// Standard deviation of the noise of a Langevin step `x + d * score + sqrt(2 d) z`: `sqrt(2 d)`.
+pub fn langevin_noise_std(step: f64) -> f64 {
+    (2.0 * step).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: f64 = 0.0001;
+    const END: f64 = 0.02;
+    const T: usize = 150;
+    /// Spacing of the linear betas: 0.0199 / 149.
+    const D: f64 = 0.0199 / 149.0;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    /// `ln a_bar[n-1]` for the linear betas `START + D k`, `k = 0..n-1`, from the series
+    /// `ln(1 - x) = -x - x^2/2 - x^3/3 - ...` with power sums of the arithmetic sequence worked
+    /// out in closed form, independent of the schedule's running product.
+    fn ln_a_bar_series(n: usize) -> f64 {
+        let nf = n as f64;
+        // sum k^j for k = 0..n-1, j = 0..4 (Faulhaber)
+        let s0 = nf;
+        let s1 = nf * (nf - 1.0) / 2.0;
+        let s2 = (nf - 1.0) * nf * (2.0 * nf - 1.0) / 6.0;
+        let s3 = s1 * s1;
+        let m = nf - 1.0;
+        let s4 = m * (m + 1.0) * (2.0 * m + 1.0) * (3.0 * m * m + 3.0 * m - 1.0) / 30.0;
+        let (a, d) = (START, D);
+        let p1 = a * s0 + d * s1;
+        let p2 = a * a * s0 + 2.0 * a * d * s1 + d * d * s2;
+        let p3 = a.powi(3) * s0 + 3.0 * a * a * d * s1 + 3.0 * a * d * d * s2 + d.powi(3) * s3;
+        let p4 = a.powi(4) * s0
+            + 4.0 * a.powi(3) * d * s1
+            + 6.0 * a * a * d * d * s2
+            + 4.0 * a * d.powi(3) * s3
+            + d.powi(4) * s4;
+        // the x^5 tail is below 150 * 0.02^5 / 5 = 1e-7 in total; half of it is a fair estimate
+        -(p1 + p2 / 2.0 + p3 / 3.0 + p4 / 4.0)
+    }
+
+    #[test]
+    fn linear_beta_closed_form() {
+        let v = course_values().unwrap();
+        // B[t] = start + (end - start) t / (T - 1), 0-indexed: B[0] = start, B[149] = end
+        assert!(close(v.b[0], 0.0001, 1e-15));
+        assert!(close(v.b[1], 0.0001 + 0.0199 / 149.0, 1e-15));
+        assert!(close(v.b[1], 0.000_233_557_046_979_865_8, 1e-15));
+        assert!(close(v.b[148], 0.02 - 0.0199 / 149.0, 1e-15));
+        assert!(close(v.b[149], 0.02, 1e-15));
+        for t in 0..T {
+            assert!(close(linear_beta(t, T, START, END).unwrap(), v.b[t], 1e-15));
+        }
+        // the 1-indexed form start + (end - start)(t - 1)/(T - 1) is B[t - 1], not B[t]
+        let one_indexed = |t: usize| START + (END - START) * (t as f64 - 1.0) / 149.0;
+        assert!(close(one_indexed(149), v.b[148], 1e-15));
+        assert!(!close(one_indexed(149), v.b[149], 1e-6));
+        assert!(linear_beta(150, T, START, END).is_err());
+    }
+
+    #[test]
+    fn mean_beta_is_midpoint() {
+        let v = course_values().unwrap();
+        // mean of an arithmetic sequence = (first + last) / 2 = 0.01005; sum = 150 * 0.01005
+        assert!(close(mean(&v.b), 0.01005, 1e-15));
+        assert!(close(v.b.iter().sum::<f64>(), 1.5075, 1e-12));
+        // not 1 / T
+        assert!((mean(&v.b) - 1.0 / 150.0).abs() > 0.003);
+    }
+
+    #[test]
+    fn linear_beta_endpoints_do_not_depend_on_t() {
+        // the DDPM paper's T = 1000 schedule has the same endpoints and mean 0.01005, not 1/T
+        let b1000 = linspace(START, END, 1000);
+        assert!(close(b1000[0], 0.0001, 1e-15) && close(b1000[999], 0.02, 1e-15));
+        assert!(close(mean(&b1000), 0.01005, 1e-12));
+        let b5 = linspace(START, END, 5);
+        assert!(close(mean(&b5), 0.01005, 1e-12));
+    }
+
+    #[test]
+    fn a_bar_last_course() {
+        let v = course_values().unwrap();
+        let series = ln_a_bar_series(T).exp();
+        assert!(close(a_bar(&v, 149).unwrap(), series, 1e-7));
+        // independent float64 product from the definitions (Python): 0.21921859918582318
+        assert!(close(a_bar(&v, 149).unwrap(), 0.219_218_599_185_823, 1e-12));
+        assert!(close(
+            signal_amplitude(&v, 149).unwrap(),
+            0.468_207_858_953_5,
+            1e-9
+        ));
+        assert!(close(
+            noise_share(&v, 149).unwrap(),
+            0.780_781_400_814_18,
+            1e-9
+        ));
+        assert!(a_bar(&v, 150).is_err());
+    }
+
+    #[test]
+    fn a_bar_after_100_steps() {
+        let v = course_values().unwrap();
+        // after 100 steps = index 99
+        assert!(close(
+            a_bar(&v, 99).unwrap(),
+            ln_a_bar_series(100).exp(),
+            1e-8
+        ));
+        assert!(close(a_bar(&v, 99).unwrap(), 0.509_603_312_361_27, 1e-10));
+        assert!(close(
+            a_bar(&v, 100).unwrap(),
+            ln_a_bar_series(101).exp(),
+            1e-8
+        ));
+        assert!(close(
+            signal_amplitude(&v, 99).unwrap(),
+            0.509_603_312_361_27f64.sqrt(),
+            1e-12
+        ));
+    }
+
+    #[test]
+    fn first_alphas() {
+        let v = course_values().unwrap();
+        // a[t] = 1 - B[t] by hand
+        assert!(close(v.a[0], 0.9999, 1e-15));
+        assert!(close(v.a[1], 1.0 - 0.0001 - D, 1e-15));
+        assert!(close(v.a[2], 1.0 - 0.0001 - 2.0 * D, 1e-15));
+        assert!(close(v.a[149], 0.98, 1e-15));
+        // a_bar as explicit products
+        assert!(close(v.a_bar[1], 0.9999 * (1.0 - 0.0001 - D), 1e-15));
+        assert!(close(
+            v.a_bar[2],
+            0.9999 * (1.0 - 0.0001 - D) * (1.0 - 0.0001 - 2.0 * D),
+            1e-15
+        ));
+        assert!(close(v.a_bar[1], 0.999_666_466, 1e-9));
+        assert!(close(v.a_bar[2], 0.999_299_475, 1e-9));
+    }
+
+    #[test]
+    fn erosion_analogy() {
+        // keeping 99.9% per day for 100 days leaves 0.999^100 = e^(100 ln 0.999)
+        let left = 0.999f64.powi(100);
+        assert!(close(
+            left,
+            (100.0 * (-0.001f64 - 0.0000005 - 1.0 / 3.0e9)).exp(),
+            1e-9
+        ));
+        assert!(close(left, 0.904_792, 1e-6));
+    }
+
+    #[test]
+    fn snr_course_endpoints() {
+        let v = course_values().unwrap();
+        // SNR(0) = a0 / (1 - a0) = 0.9999 / 0.0001
+        assert!(close(snr(&v, 0).unwrap(), 9999.0, 1e-6));
+        let ab = 0.219_218_599_185_823;
+        assert!(close(snr(&v, 149).unwrap(), ab / (1.0 - ab), 1e-10));
+        assert!(close(snr(&v, 149).unwrap(), 0.280_768_2, 1e-7));
+        // SNR falls below 1 exactly where a_bar falls below 1/2
+        assert_eq!(first_below(&v.a_bar, 0.5), Some(101));
+        assert!(v.a_bar[100] > 0.5 && v.a_bar[101] < 0.5);
+        assert_eq!(first_below(&v.a_bar, 0.1), None);
+    }
+
+    #[test]
+    fn noise_level_grows_with_t() {
+        let v = course_values().unwrap();
+        assert!(v.a_bar.windows(2).all(|w| w[1] < w[0]));
+        assert!(snr(&v, 1).unwrap() > 2000.0);
+        assert!(snr(&v, 149).unwrap() < 0.3);
+    }
+
+    #[test]
+    fn min_linear_steps_for_small_a_bar() {
+        let n = min_linear_steps_below(START, END, 0.01, 2000).unwrap();
+        assert_eq!(n, 456);
+        // check with the series instead of the product: 455 steps stay above, 456 go below
+        // ln a_bar = sum ln(1 - b_k) = -sum (b + b^2/2 + ... + b^5/5), b_k = START + d k
+        let series = |n: usize| {
+            let d = (END - START) / (n - 1) as f64;
+            (0..n)
+                .map(|k| {
+                    let b = START + d * k as f64;
+                    -(b + b * b / 2.0 + b.powi(3) / 3.0 + b.powi(4) / 4.0 + b.powi(5) / 5.0)
+                })
+                .sum::<f64>()
+        };
+        assert!(series(455).exp() > 0.01 && series(456).exp() < 0.01);
+        assert_eq!(min_linear_steps_below(START, END, 0.1, 2000), Some(228));
+    }
+
+    #[test]
+    fn additive_rule_variance() {
+        let v = course_values().unwrap();
+        // v -> v + B: v_T = v0 + sum B = 1 + 1.5075
+        let var = variance_after(&v.b, 1.0, UpdateRule::Additive);
+        assert!(close(var, 2.5075, 1e-12));
+        // the additive chain also has a closed form: x_t = x_0 + sqrt(sum B) e
+        assert!(close(
+            variance_after(&v.b, 0.3, UpdateRule::Additive),
+            0.3 + 1.5075,
+            1e-12
+        ));
+    }
+
+    #[test]
+    fn shrink_rule_variance() {
+        let v = course_values().unwrap();
+        let var = variance_after(&v.b, 1.0, UpdateRule::Shrink);
+        // unrolled sum instead of the recursion:
+        // v_T = prod (1 - B_k)^2 + sum_j B_j prod_{k > j} (1 - B_k)^2
+        let n = v.b.len();
+        let tail = |j: usize| (j + 1..n).map(|k| (1.0 - v.b[k]).powi(2)).product::<f64>();
+        let unrolled = v.b.iter().map(|b| (1.0 - b).powi(2)).product::<f64>()
+            + (0..n).map(|j| v.b[j] * tail(j)).sum::<f64>();
+        assert!(close(var, unrolled, 1e-12));
+        assert!(close(var, 0.528_040_892, 1e-8));
+        assert!(var > 0.5);
+        // with a constant beta the variance settles at 1 / (2 - B), not at 0
+        let constant = vec![0.02; 5000];
+        let settled = variance_after(&constant, 1.0, UpdateRule::Shrink);
+        assert!(close(settled, 1.0 / 1.98, 1e-12));
+        assert!(close(shrink_fixed_point(0.02), 1.0 / 1.98, 1e-15));
+    }
+
+    #[test]
+    fn variance_preserving_rule() {
+        let v = course_values().unwrap();
+        assert!(close(
+            variance_after(&v.b, 1.0, UpdateRule::VariancePreserving),
+            1.0,
+            1e-12
+        ));
+        // from v0: closed form a_bar v0 + (1 - a_bar)
+        let ab = v.a_bar[149];
+        let got = variance_after(&v.b, 0.25, UpdateRule::VariancePreserving);
+        assert!(close(got, ab * 0.25 + 1.0 - ab, 1e-12));
+    }
+
+    #[test]
+    fn one_step_coefficients() {
+        let (keep, noise) = one_step_coeffs(0.0001);
+        // sqrt(1 - x) = 1 - x/2 - x^2/8 - ...
+        assert!(close(keep, 1.0 - 0.00005 - 0.0001f64.powi(2) / 8.0, 1e-12));
+        assert!(close(keep, 0.99995, 1e-8));
+        assert!(close(noise, 0.01, 1e-15));
+        let (keep, noise) = one_step_coeffs(0.02);
+        assert!(close(keep * keep, 0.98, 1e-15));
+        assert!(close(noise * noise, 0.02, 1e-15));
+        assert!(close(keep, 0.989_949_5, 1e-7));
+        assert!(close(noise, 0.141_421_36, 1e-8));
+        // a step keeping 99.9% of the variance keeps sqrt(0.999) of the amplitude
+        let (keep, _) = one_step_coeffs(0.001);
+        assert!(close(keep, 1.0 - 0.0005 - 0.001f64.powi(2) / 8.0, 1e-9));
+        assert!(close(keep, 0.9995, 5e-7));
+    }
+
+    #[test]
+    fn reverse_coefficients() {
+        let v = course_values().unwrap();
+        let (s0, c0) = reverse_mean_coeffs(&v, 0).unwrap();
+        // at t = 0: 1 - a_bar[0] = B[0], so the coefficient is B[0] / sqrt(B[0]) = sqrt(B[0])
+        assert!(close(c0, 0.01, 1e-12));
+        assert!(close(s0, 1.0 / 0.9999f64.sqrt(), 1e-15));
+        assert!(close(s0, 1.000_05, 1e-7));
+        let (s, c) = reverse_mean_coeffs(&v, 149).unwrap();
+        assert!(close(s, 1.0 / 0.98f64.sqrt(), 1e-15));
+        assert!(close(s, 1.010_152_5, 1e-7));
+        let ab = 0.219_218_599_185_823f64;
+        assert!(close(c, 0.02 / (1.0 - ab).sqrt(), 1e-12));
+        assert!(close(c, 0.022_634_2, 1e-7));
+        // the coefficient grows with t, so its spread is its last over its first value
+        assert!(v.pred_noise_coeff.windows(2).all(|w| w[1] > w[0]));
+        assert!(close(c / c0, 2.263_42, 1e-5));
+        // share of the noise variance added by the last step: B / (1 - a_bar), not the coefficient
+        assert!(close(0.02 / (1.0 - ab), 0.025_615_6, 1e-6));
+    }
+
+    #[test]
+    fn posterior_mean_matches_noise_form() {
+        let v = course_values().unwrap();
+        // Bayes: mean = c0 x_0 + c1 x_t; with x_t = sqrt(ab) x_0 + sqrt(1 - ab) e this must equal
+        // (x_t - pred_noise_coeff e) / sqrt(a) for every x_0 and e
+        for &t in &[1usize, 10, 75, 149] {
+            let (c0, c1) = posterior_mean_coeffs(&v, t).unwrap();
+            for &(x0, e) in &[(0.7, -1.3), (-1.0, 0.4), (0.0, 2.0)] {
+                let ab = v.a_bar[t];
+                let x_t = ab.sqrt() * x0 + (1.0 - ab).sqrt() * e;
+                let bayes = c0 * x0 + c1 * x_t;
+                assert!(close(bayes, reverse_mean(&v, t, x_t, e).unwrap(), 1e-12));
+            }
+        }
+    }
+
+    #[test]
+    fn posterior_variance_is_precision_sum() {
+        let v = course_values().unwrap();
+        // Bayes: 1 / B~ = a[t] / B[t] + 1 / (1 - a_bar[t-1])
+        for t in 1..T {
+            let prec = v.a[t] / v.b[t] + 1.0 / (1.0 - v.a_bar[t - 1]);
+            assert!(close(posterior_variance(&v, t).unwrap(), 1.0 / prec, 1e-15));
+        }
+        assert_eq!(posterior_variance(&v, 0).unwrap(), 0.0);
+        assert!(close(
+            posterior_variance(&v, 149).unwrap(),
+            0.019_885_4,
+            1e-7
+        ));
+        assert!(close(posterior_variance(&v, 1).unwrap(), 7.002_50e-5, 1e-9));
+    }
+
+    #[test]
+    fn notebook_reverse_noise_std_uses_previous_beta() {
+        let v = course_values().unwrap();
+        assert_eq!(notebook_reverse_noise_std(&v, 0).unwrap(), 0.0);
+        assert!(close(
+            notebook_reverse_noise_std(&v, 1).unwrap(),
+            0.01,
+            1e-15
+        ));
+        // t = 149 uses B[148] = 0.02 - D, never B[149] = 0.02
+        let s = notebook_reverse_noise_std(&v, 149).unwrap();
+        assert!(close(s, (0.02 - D).sqrt(), 1e-15));
+        assert!(close(s, 0.140_948_4, 1e-7));
+        assert!((s - 0.02f64.sqrt()).abs() > 4e-4);
+        assert!(notebook_reverse_noise_std(&v, 150).is_err());
+    }
+
+    #[test]
+    fn elbo_weight_decreases() {
+        let v = course_values().unwrap();
+        // sigma2 = B: w = B / (2 a (1 - a_bar)); at t = 0, 1 - a_bar = B so w = 1 / (2 a0)
+        assert!(close(
+            elbo_weight(&v, 0, v.b[0]).unwrap(),
+            1.0 / 1.9998,
+            1e-12
+        ));
+        // at t = 1 by hand: B1 / (2 a1 (1 - a0 a1))
+        let b1 = 0.0001 + D;
+        let a1 = 1.0 - b1;
+        let hand = b1 / (2.0 * a1 * (1.0 - 0.9999 * a1));
+        assert!(close(elbo_weight(&v, 1, v.b[1]).unwrap(), hand, 1e-12));
+        assert!(close(hand, 0.350_207, 1e-6));
+        let last = elbo_weight(&v, 149, v.b[149]).unwrap();
+        let ab = 0.219_218_599_185_823;
+        assert!(close(last, 0.02 / (2.0 * 0.98 * (1.0 - ab)), 1e-12));
+        assert!(close(last, 0.013_069_06, 1e-8));
+        // with the posterior variance the weight is larger at the start still
+        let w1 = elbo_weight(&v, 1, posterior_variance(&v, 1).unwrap()).unwrap();
+        assert!(close(w1, 1.168_06, 1e-5));
+        assert!(w1 > elbo_weight(&v, 149, posterior_variance(&v, 149).unwrap()).unwrap());
+        assert!(elbo_weight(&v, 1, 0.0).is_err());
+    }
+
+    #[test]
+    fn x0_loss_weight_is_inverse_snr() {
+        let v = course_values().unwrap();
+        // x_0 - x0_hat = sqrt(1 - ab) / sqrt(ab) (e_hat - e): squared factor (1 - ab) / ab
+        assert!(close(
+            x0_loss_weight(&v, 0).unwrap(),
+            0.0001 / 0.9999,
+            1e-15
+        ));
+        let ab = 0.219_218_599_185_823;
+        assert!(close(
+            x0_loss_weight(&v, 149).unwrap(),
+            (1.0 - ab) / ab,
+            1e-10
+        ));
+        assert!(close(x0_loss_weight(&v, 149).unwrap(), 3.561_66, 1e-5));
+    }
+
+    #[test]
+    fn prior_kl_per_pixel() {
+        // KL(N(m, s2) || N(0, 1)) = (s2 + m^2 - 1 - ln s2) / 2 with m = sqrt(ab) x0, s2 = 1 - ab
+        let ab = 0.219_218_599_185_823f64;
+        for x0 in [-1.0, 0.0, 0.5, 1.0] {
+            let (m, s2) = (ab.sqrt() * x0, 1.0 - ab);
+            let kl = (s2 + m * m - 1.0 - s2.ln()) / 2.0;
+            assert!(close(prior_kl(ab, x0), kl, 1e-15));
+        }
+        assert!(close(prior_kl(ab, 0.0), 0.014_120_7, 1e-7));
+        assert!(close(prior_kl(ab, 1.0), 0.123_730, 1e-6));
+        assert_eq!(prior_kl(0.0, 1.0), 0.0);
+    }
+
+    #[test]
+    fn sequential_noising_cost() {
+        assert_eq!(sequential_noising_steps(149), 150);
+        assert_eq!(sequential_noising_steps(0), 1);
+        // (1 + 2 + ... + 150) / 150 = 151 / 2
+        let avg = (0..150).map(sequential_noising_steps).sum::<usize>() as f64 / 150.0;
+        assert!(close(avg, 75.5, 1e-12));
+        assert!(close(mean_sequential_noising_steps(150), 75.5, 1e-12));
+        assert_eq!(training_network_calls_per_example(), 1);
+        assert_eq!(sampling_network_calls(150), 150);
+    }
+
+    #[test]
+    fn training_examples_count() {
+        // 60000 / 128 = 468.75 -> 468 full batches
+        assert_eq!(steps_per_epoch(60_000, 128).unwrap(), 468);
+        assert_eq!(training_examples(60_000, 128, 3).unwrap(), 468 * 128 * 3);
+        assert_eq!(training_examples(60_000, 128, 3).unwrap(), 179_712);
+        // with the 10,000 test images too: 546 batches
+        assert_eq!(training_examples(70_000, 128, 3).unwrap(), 546 * 384);
+        assert_eq!(546 * 384, 209_664);
+        assert!(training_examples(70_000, 128, 3).unwrap() < 1_000_000);
+        assert!(steps_per_epoch(10, 0).is_err());
+    }
+
+    #[test]
+    fn normalized_timestep_range() {
+        assert_eq!(normalized_timestep(0, 150).unwrap(), 0.0);
+        assert!(close(
+            normalized_timestep(1, 150).unwrap(),
+            1.0 / 150.0,
+            1e-15
+        ));
+        assert!(close(
+            normalized_timestep(149, 150).unwrap(),
+            0.993_333,
+            1e-6
+        ));
+        assert!(normalized_timestep(150, 150).is_err());
+    }
+
+    #[test]
+    fn normalization_keeps_gradient_ratio() {
+        // first-layer weight gradient is proportional to the input: ratio t=149 over t=1
+        let raw = 149.0 / 1.0;
+        let norm = normalized_timestep(149, 150).unwrap() / normalized_timestep(1, 150).unwrap();
+        assert!(close(raw, 149.0, 1e-12));
+        assert!(close(norm, 149.0, 1e-9));
+    }
+
+    #[test]
+    fn z_score_std() {
+        // population std of 0..149 computed directly
+        let ts: Vec<f64> = (0..150).map(|t| t as f64).collect();
+        let m = mean(&ts);
+        assert!(close(m, 74.5, 1e-12));
+        let direct = mean(&ts.iter().map(|t| (t - m).powi(2)).collect::<Vec<_>>()).sqrt();
+        assert!(close(uniform_timestep_std(150), direct, 1e-9));
+        assert!(close(direct, 43.300_3, 1e-4));
+        // (t - T/2) / (T/6): std = 43.3003 / 25
+        assert!(close(uniform_timestep_std(150) / 25.0, 1.732_01, 1e-5));
+    }
+
+    #[test]
+    fn zero_predictor_loss_is_one() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        // Box-Muller normals
+        let noise: Vec<f64> = (0..200_000)
+            .map(|_| {
+                let (u, w): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+                (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * w).cos()
+            })
+            .collect();
+        assert!(close(mean_square(&noise), 1.0, 0.02));
+    }
+
+    #[test]
+    fn sinusoidal_frequencies_are_geometric() {
+        let f = sinusoidal_frequencies(16).unwrap();
+        assert_eq!(f.len(), 16);
+        assert!(close(f[0], 1.0, 1e-15));
+        assert!(close(f[15], 1e-4, 1e-15));
+        // ratio 10000^(-1/15) = 0.54117, not 1/2
+        assert!(close(f[1], 10000f64.powf(-1.0 / 15.0), 1e-15));
+        assert!(close(f[1], 0.541_17, 1e-5));
+        assert!(close(f[2], f[1] * f[1], 1e-15));
+        assert!(close(f[2], 0.292_87, 1e-5));
+        assert!(sinusoidal_frequencies(1).is_err());
+    }
+
+    #[test]
+    fn broadcast_shapes() {
+        assert_eq!(
+            broadcast_shape(&[128, 1, 1, 1], &[128, 1, 16, 16]).unwrap(),
+            vec![128, 1, 16, 16]
+        );
+        assert_eq!(numel(&[128, 1, 16, 16]), 32_768);
+        // two Nones: [128, 1, 1] lines up as [1, 128, 1, 1]
+        assert_eq!(
+            broadcast_shape(&[128, 1, 1], &[128, 1, 16, 16]).unwrap(),
+            vec![128, 128, 16, 16]
+        );
+        // no None: [128] meets the width 16
+        assert!(broadcast_shape(&[128], &[128, 1, 16, 16]).is_err());
+        // ... unless the batch equals the width
+        assert_eq!(
+            broadcast_shape(&[16], &[16, 1, 16, 16]).unwrap(),
+            vec![16, 1, 16, 16]
+        );
+        assert_eq!(
+            broadcast_shape(&[128, 1, 1, 1], &[128, 3, 16, 16]).unwrap(),
+            vec![128, 3, 16, 16]
+        );
+    }
+
+    #[test]
+    fn broadcast_shapes_agree_with_candle() {
+        use candle_core::{DType, Device, Tensor};
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((128, 1, 16, 16), DType::F32, &dev).unwrap();
+        let two = Tensor::zeros((128, 1, 1), DType::F32, &dev).unwrap();
+        assert_eq!(two.broadcast_mul(&x).unwrap().dims(), &[128, 128, 16, 16]);
+        let one = Tensor::zeros(128, DType::F32, &dev).unwrap();
+        assert!(one.broadcast_mul(&x).is_err());
+        // broadcast_as is a view: stretched dimensions get stride 0
+        let c = Tensor::zeros((128, 1, 1, 1), DType::F32, &dev).unwrap();
+        let e = c.broadcast_as((128, 1, 16, 16)).unwrap();
+        assert_eq!(&e.stride()[2..], &[0, 0]);
+        assert!(!e.is_contiguous());
+    }
+
+    #[test]
+    fn cosine_a_bar_uses_square() {
+        let v = cosine_values(150).unwrap();
+        let f = |i: f64| ((i / 150.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos();
+        // a_bar[t] = f(t+1)^2 / f(0)^2 (no clipping before the last step)
+        assert!(close(v.a_bar[74], f(75.0).powi(2) / f(0.0).powi(2), 1e-12));
+        assert!(close(v.a_bar[74], 0.493_844, 1e-6));
+        // without the square: 0.70274
+        assert!(close(f(75.0) / f(0.0), 0.702_740, 1e-6));
+    }
+
+    #[test]
+    fn pred_noise_coeff_spread() {
+        let lin = course_values().unwrap();
+        let cos = cosine_values(150).unwrap();
+        let spread = |v: &ScheduleValues| {
+            let max = v.pred_noise_coeff.iter().cloned().fold(f64::MIN, f64::max);
+            let min = v.pred_noise_coeff.iter().cloned().fold(f64::MAX, f64::min);
+            max / min
+        };
+        assert!(close(spread(&lin), 0.022_634_2 / 0.01, 1e-4));
+        // cosine: first coefficient sqrt(B0) (as for any schedule), last B = 0.999 (clipped)
+        assert!(close(cos.pred_noise_coeff[0], cos.b[0].sqrt(), 1e-12));
+        assert!(close(cos.b[149], 0.999, 1e-15));
+        assert!(close(cos.pred_noise_coeff[149], 0.999, 1e-6));
+        // smallest at t = 1, from the closed form: B1 = 1 - f(2)^2 / f(1)^2, a_bar1 = f(2)^2 / f(0)^2
+        let f = |i: f64| ((i / 150.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos();
+        let b1 = 1.0 - f(2.0).powi(2) / f(1.0).powi(2);
+        let c1 = b1 / (1.0 - f(2.0).powi(2) / f(0.0).powi(2)).sqrt();
+        assert!(close(cos.pred_noise_coeff[1], c1, 1e-12));
+        assert!(cos.pred_noise_coeff.iter().all(|c| *c >= c1));
+        assert!(close(spread(&cos), cos.pred_noise_coeff[149] / c1, 1e-12));
+        assert!(close(spread(&cos), 52.82, 5e-3));
+    }
+
+    #[test]
+    fn schedule_table() {
+        let cos = cosine_values(150).unwrap();
+        // first cosine beta: 1 - f(1)^2 / f(0)^2
+        let f = |i: f64| ((i / 150.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos();
+        assert!(close(
+            cos.b[0],
+            1.0 - f(1.0).powi(2) / f(0.0).powi(2),
+            1e-15
+        ));
+        assert!(close(cos.b[0], 3.669e-4, 1e-7));
+        // last a_bar: a_bar[148] * (1 - 0.999), with a_bar[148] = f(149)^2 / f(0)^2
+        let ab148 = f(149.0).powi(2) / f(0.0).powi(2);
+        assert!(close(cos.a_bar[149], ab148 * 0.001, 1e-15));
+        assert!(close(cos.a_bar[149], 1.079e-7, 1e-10));
+        // linear at T = 1000 (the paper's): about 4.0e-5
+        let b1000 = linspace(START, END, 1000);
+        let ab1000: f64 = b1000.iter().map(|b| 1.0 - b).product();
+        assert!(close(ab1000, 4.036e-5, 1e-8));
+    }
+
+    #[test]
+    fn log_snr_drops() {
+        let v = course_values().unwrap();
+        let drops: Vec<f64> = [0, 30, 60, 90]
+            .iter()
+            .map(|&t| log_snr_drop(&v, t, t + 30).unwrap())
+            .collect();
+        // ln SNR would fall by the same amount per 30 steps if SNR = exp(-c t)
+        let expect = [6.514, 1.443, 0.963, 0.812];
+        for (d, e) in drops.iter().zip(expect) {
+            assert!(close(*d, e, 1e-3));
+        }
+        // ln(9999 / 14.8206) by hand for the first
+        assert!(close(drops[0], (9999.0f64 / 14.820_57).ln(), 1e-5));
+    }
+
+    #[test]
+    fn noise_share_table() {
+        let v = course_values().unwrap();
+        let expect = [
+            (120, 0.627_332),
+            (90, 0.427_813),
+            (60, 0.222_130),
+            (30, 0.063_209),
+            (5, 0.002_601),
+        ];
+        for (t, e) in expect {
+            assert!(close(noise_share(&v, t).unwrap(), e, 1e-6), "t = {t}");
+        }
+    }
+
+    #[test]
+    fn gaussian_toy_score() {
+        // x_0 ~ N(0, s2): x_t ~ N(0, ab s2 + 1 - ab); score = -x_t / var;
+        // E[e | x_t] = cov(e, x_t) / var * x_t = sqrt(1 - ab) x_t / var
+        let (ab, s2, x) = (0.4, 0.25, 0.8);
+        let var = ab * s2 + 1.0 - ab;
+        assert!(close(gaussian_data_score(ab, s2, x), -x / var, 1e-15));
+        let e_hat = gaussian_data_expected_noise(ab, s2, x);
+        // e_hat = -sqrt(1 - ab) * score (minus sign)
+        assert!(close(
+            e_hat,
+            -(1.0 - ab).sqrt() * gaussian_data_score(ab, s2, x),
+            1e-15
+        ));
+        assert!(e_hat > 0.0 && gaussian_data_score(ab, s2, x) < 0.0);
+    }
+
+    #[test]
+    fn ddpm_step_vs_langevin() {
+        let v = course_values().unwrap();
+        // DDPM mean written with the score s = -e / sqrt(1 - ab): (x + B s) / sqrt(a)
+        for &t in &[1usize, 75, 149] {
+            let (x, e) = (0.3, -0.9);
+            let s = -e * score_scale(&v, t).unwrap();
+            let via_score = (x + v.b[t] * s) / v.a[t].sqrt();
+            assert!(close(via_score, reverse_mean(&v, t, x, e).unwrap(), 1e-12));
+        }
+        // a Langevin step with the same drift B adds sqrt(2 B) noise: sqrt(2) times sqrt(B)
+        assert!(close(
+            langevin_noise_std(0.02) / 0.02f64.sqrt(),
+            2f64.sqrt(),
+            1e-15
+        ));
+        assert!(close(
+            score_scale(&v, 149).unwrap(),
+            1.0 / 0.780_781_400_814_18f64.sqrt(),
+            1e-9
+        ));
+        assert!(close(score_scale(&v, 149).unwrap(), 1.131_71, 1e-5));
+    }
+
+    #[test]
+    fn matching_timestep_for_noise_std() {
+        let v = course_values().unwrap();
+        // x_t / sqrt(ab) = x_0 + sqrt((1 - ab) / ab) e: std sigma when ab = 1 / (1 + sigma^2)
+        let t = matching_timestep(&v, 0.1).unwrap();
+        assert_eq!(t, 11);
+        let target = 1.0 / 1.01;
+        assert!((v.a_bar[11] - target).abs() < (v.a_bar[10] - target).abs());
+        assert!((v.a_bar[11] - target).abs() < (v.a_bar[12] - target).abs());
+        assert!(((1.0 - v.a_bar[11]) / v.a_bar[11]).sqrt() > 0.099);
+        assert!(matching_timestep(&v, 0.0).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Timing the course's workloads: one training step of 128 images, one 150-step sample of a
+//! single image, and a 150-step sample of 64 images. Each figure is the median of several runs
+//! after a warm-up.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+
+use diffusion::{sample_images, Rng, TrainConfig, Trainer};
+
+/// Medians in milliseconds.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub train_step_ms: f64,
+    pub sample150_ms: f64,
+    pub sample150x64_ms: f64,
+}
+
+impl BenchResult {
+    /// `train_step_ms=… sample150_ms=… sample150x64_ms=…`
+    pub fn line(&self) -> String {
+        format!(
+            "train_step_ms={:.1} sample150_ms={:.1} sample150x64_ms={:.1}",
+            self.train_step_ms, self.sample150_ms, self.sample150x64_ms
+        )
+    }
+}
+
+/// The median of `runs` timings of `f` (after one warm-up call), in milliseconds.
+pub fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+/// Runs the three measurements on `device` with `runs` repetitions each.
+pub fn run(device: &Device, runs: usize) -> Result<BenchResult> {
+    let mut trainer = Trainer::new(TrainConfig::course(), device)?;
+    let mut rng = Rng::new(0);
+    let x_0 = rng.randn((128, 1, 16, 16), device)?.clamp(-1f32, 1f32)?;
+    let train_step_ms = median_ms(runs, || trainer.train_step(&x_0).map(|_| ()))?;
+    let (model, schedule) = (&trainer.model, &trainer.schedule);
+    let sample150_ms = median_ms(runs, || {
+        sample_images(model, schedule, 1, 0, &mut rng).map(|_| ())
+    })?;
+    let sample150x64_ms = median_ms(runs.div_ceil(3), || {
+        sample_images(model, schedule, 64, 0, &mut rng).map(|_| ())
+    })?;
+    let _ = Tensor::zeros(1, candle_core::DType::F32, device)?;
+    Ok(BenchResult {
+        train_step_ms,
+        sample150_ms,
+        sample150x64_ms,
+    })
+}

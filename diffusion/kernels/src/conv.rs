@@ -1,0 +1,417 @@
+//! The 3x3 convolution (stride 1, padding 1) on the CPU. Where the direct kernels of
+//! [`super::direct`] apply (AVX-512, the network's plane sizes) they do the work; otherwise it
+//! is done as matrix products:
+//!
+//! - forward: `y_n = W col(x_n) + b`, with `W` seen as `[O, I*9]` and `col(x_n)` the `[I*9, H*W]`
+//!   matrix of shifted copies of the image (im2col);
+//! - input gradient: `dx = conv3x3(dy, W')` with `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`;
+//! - weight gradient: `dW = sum_n dy_n col(x_n)^T`; bias gradient: `db[o] = sum_{n,p} dy[n, o, p]`.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::gemm::{
+    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
+    Mat,
+};
+
+/// Fills `col` (`[c*9, h*w]`) with `col[i*9 + kh*3 + kw, y*w + x] = x[i, y+kh-1, x+kw-1]`, zero
+/// outside the image.
+///
+/// Each row of `col` is the image plane shifted by `off = (kh-1)*w + (kw-1)` in its flattened
+/// order: one copy, then zeros where the shift left the plane and, for `kw != 1`, on the column
+/// that wrapped around from the neighbouring image row.
+pub fn im2col3x3(x: &[f32], c: usize, h: usize, w: usize, col: &mut [f32]) {
+    let hw = h * w;
+    for i in 0..c {
+        let img = &x[i * hw..(i + 1) * hw];
+        for kh in 0..3 {
+            for kw in 0..3 {
+                let row = &mut col[((i * 3 + kh) * 3 + kw) * hw..][..hw];
+                let off = (kh * w + kw) as isize - (w + 1) as isize;
+                let lo = (-off).clamp(0, hw as isize) as usize;
+                let hi = (hw as isize - off).clamp(0, hw as isize) as usize;
+                row[..lo].fill(0.0);
+                if lo < hi {
+                    let src = (lo as isize + off) as usize;
+                    row[lo..hi].copy_from_slice(&img[src..src + (hi - lo)]);
+                }
+                row[hi.max(lo)..].fill(0.0);
+                match kw {
+                    0 => row.iter_mut().step_by(w).for_each(|v| *v = 0.0),
+                    2 => row[w - 1..].iter_mut().step_by(w).for_each(|v| *v = 0.0),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv3x3(x, w) + b` for `x` `[n, c, h, w]`, `w` `[o, c, 3, 3]`, `b` `[o]` (or no bias).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * h * w];
+    conv3x3_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
+    y
+}
+
+/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`:
+/// with the direct kernels of [`super::direct`] where they apply, else as matrix products.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    if !super::direct::conv3x3_into(x, n, c, h, w, wt, o, b, relu, y) {
+        gemm_forward_into(x, n, c, h, w, wt, o, b, relu, y);
+    }
+}
+
+/// The forward pass as matrix products (im2col), whatever the processor and plane size.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv3x3_forward_gemm(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * h * w];
+    gemm_forward_into(x, n, c, h, w, wt, o, b, relu, &mut y);
+    y
+}
+
+/// `y_n = W col(x_n) + b` for each image.
+#[allow(clippy::too_many_arguments)]
+fn gemm_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let hw = h * w;
+    let k = c * 9;
+    let par = inner_parallelism(n);
+    for_each_images(y, o * hw, |images, out| {
+        with_scratch(k * hw, |col| {
+            for (j, img) in images.enumerate() {
+                let y_img = &mut out[j * o * hw..(j + 1) * o * hw];
+                im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, col);
+                if let Some(b) = b {
+                    for (row, &bo) in y_img.chunks_exact_mut(hw).zip(b) {
+                        row.fill(bo);
+                    }
+                }
+                sgemm(
+                    o,
+                    hw,
+                    k,
+                    y_img,
+                    hw,
+                    b.is_some(),
+                    Mat::rows(wt, k),
+                    Mat::rows(col, hw),
+                    par,
+                );
+                if relu {
+                    relu_in_place(y_img);
+                }
+            }
+        })
+    });
+}
+
+/// `v = max(v, 0)`, except that a NaN stays NaN (as in PyTorch, so that a diverging run shows).
+pub fn relu_in_place(y: &mut [f32]) {
+    for v in y {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
+}
+
+/// `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`: the kernel whose convolution is the input gradient.
+pub fn flip_transpose(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut f = vec![0f32; c * o * 9];
+    for oo in 0..o {
+        for i in 0..c {
+            for t in 0..9 {
+                f[(i * o + oo) * 9 + (8 - t)] = wt[(oo * c + i) * 9 + t];
+            }
+        }
+    }
+    f
+}
+
+/// `dW[o, i*9 + t] = sum_n sum_p dy[n, o, p] col(x_n)[i*9 + t, p]`: with the direct kernels
+/// of [`super::direct`] where they apply, else as matrix products.
+pub fn conv3x3_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+) -> Vec<f32> {
+    super::direct::weight_grad(x, dy, n, c, h, w, o)
+        .unwrap_or_else(|| conv3x3_weight_grad_gemm(x, dy, n, c, h, w, o))
+}
+
+/// The weight gradient as matrix products (im2col), whatever the processor and plane size.
+pub(crate) fn conv3x3_weight_grad_gemm(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+) -> Vec<f32> {
+    let hw = h * w;
+    let k = c * 9;
+    let par = inner_parallelism(n);
+    sum_over_images(n, o * k, |images, acc| {
+        with_scratch(k * hw, |col| {
+            for img in images {
+                im2col3x3(&x[img * c * hw..(img + 1) * c * hw], c, h, w, col);
+                sgemm(
+                    o,
+                    k,
+                    hw,
+                    acc,
+                    k,
+                    true,
+                    Mat::rows(&dy[img * o * hw..(img + 1) * o * hw], hw),
+                    Mat::rows_t(col, hw),
+                    par,
+                );
+            }
+        })
+    })
+}
+
+/// `db[o] = sum_{n, p} dy[n, o, p]` for `dy` `[n, o, p]` (`p` values per channel).
+pub fn bias_grad(dy: &[f32], n: usize, o: usize, p: usize) -> Vec<f32> {
+    sum_over_images(n, o, |images, acc| {
+        for img in images {
+            for (a, row) in acc
+                .iter_mut()
+                .zip(dy[img * o * p..(img + 1) * o * p].chunks_exact(p))
+            {
+                *a += super::simd::sum(row);
+            }
+        }
+    })
+}
+
+/// The shape `[n, c, h, w]` of a rank-4 layout.
+pub fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
+    match l.dims() {
+        &[n, c, h, w] => Ok((n, c, h, w)),
+        d => candle_core::bail!("{what}: expected a rank-4 tensor [N, C, H, W], got {d:?}"),
+    }
+}
+
+/// `conv2d(x, w, padding = 1) + b` as a custom op over `(x, w, b)`.
+pub struct Conv3x3;
+
+impl CustomOp3 for Conv3x3 {
+    fn name(&self) -> &'static str {
+        "conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l1, "conv3x3 input")?;
+        let (o, c2, kh, kw) = dims4(l2, "conv3x3 weight")?;
+        if c2 != c || kh != 3 || kw != 3 || l3.dims() != [o] {
+            candle_core::bail!(
+                "conv3x3: expected weight [O, {c}, 3, 3] and bias [O], got {:?} and {:?}",
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let y = conv3x3_forward(
+            cpu_f32(s1, l1)?,
+            n,
+            c,
+            h,
+            w,
+            cpu_f32(s2, l2)?,
+            o,
+            Some(cpu_f32(s3, l3)?),
+        );
+        Ok((CpuStorage::F32(y), Shape::from((n, o, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let o = wt.dim(0)?;
+        let dev = x.device();
+        with_f32(grad, |dy| {
+            let dx = if x.track_op() {
+                let flipped = with_f32(wt, |wv| Ok(flip_transpose(wv, o, c)))?;
+                let dx = conv3x3_forward(dy, n, o, h, w, &flipped, c, None);
+                Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
+            } else {
+                None
+            };
+            let dw = if wt.track_op() {
+                let dw = with_f32(x, |xv| Ok(conv3x3_weight_grad(xv, dy, n, c, h, w, o)))?;
+                Some(Tensor::from_vec(dw, (o, c, 3, 3), dev)?)
+            } else {
+                None
+            };
+            let db = if b.track_op() {
+                Some(Tensor::from_vec(bias_grad(dy, n, o, h * w), o, dev)?)
+            } else {
+                None
+            };
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+/// `conv2d(x, w, padding = 1) + b` for CPU `f32` tensors.
+pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv3x3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_close, grads_of, random};
+    use candle_core::{Device, Var};
+
+    /// The direct sum `y[n, o, y, x] = b[o] + sum_{i, kh, kw} w[o, i, kh, kw] x[n, i, y+kh-1,
+    /// x+kw-1]`, written out with loops.
+    fn naive(x: &[f32], n: usize, c: usize, h: usize, w: usize, wt: &[f32], b: &[f32]) -> Vec<f32> {
+        let o = b.len();
+        let mut y = vec![0f32; n * o * h * w];
+        for img in 0..n {
+            for oo in 0..o {
+                for yy in 0..h {
+                    for xx in 0..w {
+                        let mut s = b[oo] as f64;
+                        for i in 0..c {
+                            for kh in 0..3 {
+                                for kw in 0..3 {
+                                    let (sy, sx) = (yy + kh, xx + kw);
+                                    if sy == 0 || sx == 0 || sy > h || sx > w {
+                                        continue;
+                                    }
+                                    let xv = x[((img * c + i) * h + sy - 1) * w + sx - 1];
+                                    s += (wt[((oo * c + i) * 3 + kh) * 3 + kw] * xv) as f64;
+                                }
+                            }
+                        }
+                        y[((img * o + oo) * h + yy) * w + xx] = s as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_matches_the_direct_sum() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, c, h, w, o) = (2, 3, 5, 4, 4);
+        let x = random(&[n, c, h, w], 1, &dev)?;
+        let wt = random(&[o, c, 3, 3], 2, &dev)?;
+        let b = random(&[o], 3, &dev)?;
+        let y = conv3x3(&x, &wt, &b)?;
+        let want = naive(
+            &x.flatten_all()?.to_vec1()?,
+            n,
+            c,
+            h,
+            w,
+            &wt.flatten_all()?.to_vec1()?,
+            &b.to_vec1()?,
+        );
+        check_close(
+            &y,
+            &Tensor::from_vec(want, (n, o, h, w), &dev)?,
+            1e-5,
+            "conv3x3",
+        )
+    }
+
+    fn forward_and_gradients_match_reference(shape: [usize; 4], o: usize) -> Result<()> {
+        let dev = Device::Cpu;
+        let [_, c, _, _] = shape;
+        let x = Var::from_tensor(&random(&shape, 10, &dev)?)?;
+        let wt = Var::from_tensor(&random(&[o, c, 3, 3], 11, &dev)?)?;
+        let b = Var::from_tensor(&random(&[o], 12, &dev)?)?;
+        let up = random(&[shape[0], o, shape[2], shape[3]], 13, &dev)?;
+        let fast = conv3x3(&x, &wt, &b)?;
+        let slow = crate::reference::conv3x3(&x, &wt, &b)?;
+        check_close(&fast, &slow, 1e-5, "conv3x3 forward")?;
+        let vars = [x.as_tensor(), wt.as_tensor(), b.as_tensor()];
+        let gf = grads_of(&fast, &up, &vars)?;
+        let gs = grads_of(&slow, &up, &vars)?;
+        for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db"]) {
+            check_close(f, s, 1e-4, &format!("conv3x3 {name}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn matches_reference_at_the_networks_shapes() -> Result<()> {
+        forward_and_gradients_match_reference([8, 1, 16, 16], 16)?;
+        forward_and_gradients_match_reference([8, 16, 16, 16], 32)?;
+        forward_and_gradients_match_reference([8, 32, 8, 8], 64)?;
+        forward_and_gradients_match_reference([8, 64, 4, 4], 64)?;
+        forward_and_gradients_match_reference([8, 16, 16, 16], 1)
+    }
+
+    #[test]
+    fn single_image_and_odd_sizes_match_reference() -> Result<()> {
+        forward_and_gradients_match_reference([1, 16, 16, 16], 32)?;
+        forward_and_gradients_match_reference([3, 2, 1, 5], 3)
+    }
+}

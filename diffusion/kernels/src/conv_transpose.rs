@@ -1,0 +1,400 @@
+//! The 3x3 transposed convolution with stride 2, padding 1 and output padding 1 on the CPU
+//! (`[N, I, H, W] -> [N, O, 2H, 2W]`, kernel `[I, O, 3, 3]`), as matrix products. Input pixel
+//! `(iy, ix)` adds `W[i, o, kh, kw] x[i, iy, ix]` to output pixel `(2iy + kh - 1, 2ix + kw - 1)`:
+//!
+//! - forward: `cols_n = W^T x_n` (`W` seen as `[I, O*9]`), then the columns are added into the
+//!   output at those pixels (col2im), on top of the bias;
+//! - input gradient: `dx_n = W g(dy_n)`, where `g(dy_n)[o*9 + kh*3 + kw, iy*W + ix] =
+//!   dy_n[o, 2iy + kh - 1, 2ix + kw - 1]` gathers the pixels each input pixel wrote to;
+//! - weight gradient: `dW = sum_n x_n g(dy_n)^T`; bias gradient: the sum of `dy` per channel.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::conv::{bias_grad, dims4, relu_in_place};
+use super::gemm::{
+    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
+    Mat,
+};
+
+/// Adds `cols` (`[o*9, h*w]`) into `y` (`[o, 2h, 2w]`) at the pixels the kernel reaches.
+pub fn col2im_s2(cols: &[f32], o: usize, h: usize, w: usize, y: &mut [f32]) {
+    let (hw, w2) = (h * w, 2 * w);
+    for oo in 0..o {
+        let plane = &mut y[oo * 4 * hw..(oo + 1) * 4 * hw];
+        for kh in 0..3 {
+            for kw in 0..3 {
+                let row = &cols[((oo * 3 + kh) * 3 + kw) * hw..][..hw];
+                for iy in usize::from(kh == 0)..h {
+                    let oy = 2 * iy + kh - 1;
+                    let dst = &mut plane[oy * w2..(oy + 1) * w2];
+                    let src = &row[iy * w..(iy + 1) * w];
+                    match kw {
+                        0 => {
+                            for ix in 1..w {
+                                dst[2 * ix - 1] += src[ix];
+                            }
+                        }
+                        1 => {
+                            for ix in 0..w {
+                                dst[2 * ix] += src[ix];
+                            }
+                        }
+                        _ => {
+                            for ix in 0..w {
+                                dst[2 * ix + 1] += src[ix];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills `cols` (`[o*9, h*w]`) with `dy[o, 2iy + kh - 1, 2ix + kw - 1]` (zero at index -1), for
+/// `dy` of `[o, 2h, 2w]`.
+pub fn im2col_s2(dy: &[f32], o: usize, h: usize, w: usize, cols: &mut [f32]) {
+    let (hw, w2) = (h * w, 2 * w);
+    for oo in 0..o {
+        let plane = &dy[oo * 4 * hw..(oo + 1) * 4 * hw];
+        for kh in 0..3 {
+            for kw in 0..3 {
+                let row = &mut cols[((oo * 3 + kh) * 3 + kw) * hw..][..hw];
+                for iy in 0..h {
+                    let dst = &mut row[iy * w..(iy + 1) * w];
+                    if kh == 0 && iy == 0 {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let oy = 2 * iy + kh - 1;
+                    let src = &plane[oy * w2..(oy + 1) * w2];
+                    match kw {
+                        0 => {
+                            dst[0] = 0.0;
+                            for ix in 1..w {
+                                dst[ix] = src[2 * ix - 1];
+                            }
+                        }
+                        1 => {
+                            for ix in 0..w {
+                                dst[ix] = src[2 * ix];
+                            }
+                        }
+                        _ => {
+                            for ix in 0..w {
+                                dst[ix] = src[2 * ix + 1];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for `x` `[n, c, h, w]`,
+/// `wt` `[c, o, 3, 3]`, `b` `[o]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: &[f32],
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * 4 * h * w];
+    conv_transpose_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
+    y
+}
+
+/// [`conv_transpose_forward`] writing into `y` (`n * o * 4 * h * w` values), then `max(y, 0)`
+/// if `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_forward_into(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+    b: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let hw = h * w;
+    let par = inner_parallelism(n);
+    for_each_images(y, o * 4 * hw, |images, out| {
+        with_scratch(o * 9 * hw, |cols| {
+            for (j, img) in images.enumerate() {
+                sgemm(
+                    o * 9,
+                    hw,
+                    c,
+                    cols,
+                    hw,
+                    false,
+                    Mat::rows_t(wt, o * 9),
+                    Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
+                    par,
+                );
+                let y_img = &mut out[j * o * 4 * hw..(j + 1) * o * 4 * hw];
+                for (plane, &bo) in y_img.chunks_exact_mut(4 * hw).zip(b) {
+                    plane.fill(bo);
+                }
+                col2im_s2(cols, o, h, w, y_img);
+                if relu {
+                    relu_in_place(y_img);
+                }
+            }
+        })
+    });
+}
+
+/// `dx_n = W g(dy_n)` for `dy` `[n, o, 2h, 2w]`: the input gradient, `[n, c, h, w]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_input_grad(
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    o: usize,
+) -> Vec<f32> {
+    let hw = h * w;
+    let mut dx = vec![0f32; n * c * hw];
+    let par = inner_parallelism(n);
+    for_each_images(&mut dx, c * hw, |images, out| {
+        with_scratch(o * 9 * hw, |cols| {
+            for (j, img) in images.enumerate() {
+                im2col_s2(&dy[img * o * 4 * hw..(img + 1) * o * 4 * hw], o, h, w, cols);
+                sgemm(
+                    c,
+                    hw,
+                    o * 9,
+                    &mut out[j * c * hw..(j + 1) * c * hw],
+                    hw,
+                    false,
+                    Mat::rows(wt, o * 9),
+                    Mat::rows(cols, hw),
+                    par,
+                );
+            }
+        })
+    });
+    dx
+}
+
+/// `dW = sum_n x_n g(dy_n)^T`, `[c, o, 3, 3]`.
+pub fn conv_transpose_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+) -> Vec<f32> {
+    let hw = h * w;
+    let par = inner_parallelism(n);
+    sum_over_images(n, c * o * 9, |images, acc| {
+        with_scratch(o * 9 * hw, |cols| {
+            for img in images {
+                im2col_s2(&dy[img * o * 4 * hw..(img + 1) * o * 4 * hw], o, h, w, cols);
+                sgemm(
+                    c,
+                    o * 9,
+                    hw,
+                    acc,
+                    o * 9,
+                    true,
+                    Mat::rows(&x[img * c * hw..(img + 1) * c * hw], hw),
+                    Mat::rows_t(cols, hw),
+                    par,
+                );
+            }
+        })
+    })
+}
+
+/// `conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` as a custom op over
+/// `(x, w, b)`.
+pub struct ConvTranspose3x3S2;
+
+impl CustomOp3 for ConvTranspose3x3S2 {
+    fn name(&self) -> &'static str {
+        "conv_transpose3x3_s2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l1, "conv_transpose3x3_s2 input")?;
+        let (c2, o, kh, kw) = dims4(l2, "conv_transpose3x3_s2 weight")?;
+        if c2 != c || kh != 3 || kw != 3 || l3.dims() != [o] {
+            candle_core::bail!(
+                "conv_transpose3x3_s2: expected weight [{c}, O, 3, 3] and bias [O], got {:?} and {:?}",
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let y = conv_transpose_forward(
+            cpu_f32(s1, l1)?,
+            n,
+            c,
+            h,
+            w,
+            cpu_f32(s2, l2)?,
+            o,
+            cpu_f32(s3, l3)?,
+        );
+        Ok((CpuStorage::F32(y), Shape::from((n, o, 2 * h, 2 * w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let o = wt.dim(1)?;
+        let dev = x.device();
+        with_f32(grad, |dy| {
+            let dx = if x.track_op() {
+                let dx = with_f32(wt, |wv| {
+                    Ok(conv_transpose_input_grad(dy, n, c, h, w, wv, o))
+                })?;
+                Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
+            } else {
+                None
+            };
+            let dw = if wt.track_op() {
+                let dw = with_f32(x, |xv| {
+                    Ok(conv_transpose_weight_grad(xv, dy, n, c, h, w, o))
+                })?;
+                Some(Tensor::from_vec(dw, (c, o, 3, 3), dev)?)
+            } else {
+                None
+            };
+            let db = if b.track_op() {
+                Some(Tensor::from_vec(bias_grad(dy, n, o, 4 * h * w), o, dev)?)
+            } else {
+                None
+            };
+            Ok((dx, dw, db))
+        })
+    }
+}
+
+/// `conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for CPU `f32` tensors.
+pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvTranspose3x3S2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_close, grads_of, random};
+    use candle_core::{Device, Var};
+
+    /// Scatters every input pixel by the definition: `y[o, 2iy + kh - 1, 2ix + kw - 1] +=
+    /// w[i, o, kh, kw] x[i, iy, ix]`, keeping the pixels inside `[0, 2h) x [0, 2w)`.
+    fn naive(x: &[f32], n: usize, c: usize, h: usize, w: usize, wt: &[f32], b: &[f32]) -> Vec<f32> {
+        let o = b.len();
+        let (h2, w2) = (2 * h, 2 * w);
+        let mut y = vec![0f64; n * o * h2 * w2];
+        for img in 0..n {
+            for oo in 0..o {
+                for p in 0..h2 * w2 {
+                    y[(img * o + oo) * h2 * w2 + p] = b[oo] as f64;
+                }
+            }
+            for i in 0..c {
+                for iy in 0..h {
+                    for ix in 0..w {
+                        let xv = x[((img * c + i) * h + iy) * w + ix] as f64;
+                        for oo in 0..o {
+                            for kh in 0..3 {
+                                for kw in 0..3 {
+                                    let (oy, ox) = (2 * iy + kh, 2 * ix + kw);
+                                    if oy == 0 || ox == 0 || oy > h2 || ox > w2 {
+                                        continue;
+                                    }
+                                    let wv = wt[((i * o + oo) * 3 + kh) * 3 + kw] as f64;
+                                    y[((img * o + oo) * h2 + oy - 1) * w2 + ox - 1] += wv * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
+    #[test]
+    fn forward_matches_the_scatter_definition() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, c, h, w, o) = (2, 3, 3, 4, 5);
+        let x = random(&[n, c, h, w], 1, &dev)?;
+        let wt = random(&[c, o, 3, 3], 2, &dev)?;
+        let b = random(&[o], 3, &dev)?;
+        let y = conv_transpose3x3_s2(&x, &wt, &b)?;
+        let want = naive(
+            &x.flatten_all()?.to_vec1()?,
+            n,
+            c,
+            h,
+            w,
+            &wt.flatten_all()?.to_vec1()?,
+            &b.to_vec1()?,
+        );
+        let want = Tensor::from_vec(want, (n, o, 2 * h, 2 * w), &dev)?;
+        check_close(&y, &want, 1e-5, "conv_transpose3x3_s2")
+    }
+
+    fn forward_and_gradients_match_reference(shape: [usize; 4], o: usize) -> Result<()> {
+        let dev = Device::Cpu;
+        let [n, c, h, w] = shape;
+        let x = Var::from_tensor(&random(&shape, 20, &dev)?)?;
+        let wt = Var::from_tensor(&random(&[c, o, 3, 3], 21, &dev)?)?;
+        let b = Var::from_tensor(&random(&[o], 22, &dev)?)?;
+        let up = random(&[n, o, 2 * h, 2 * w], 23, &dev)?;
+        let fast = conv_transpose3x3_s2(&x, &wt, &b)?;
+        let slow = crate::reference::conv_transpose3x3_s2(&x, &wt, &b)?;
+        check_close(&fast, &slow, 1e-5, "conv_transpose3x3_s2 forward")?;
+        let vars = [x.as_tensor(), wt.as_tensor(), b.as_tensor()];
+        let gf = grads_of(&fast, &up, &vars)?;
+        let gs = grads_of(&slow, &up, &vars)?;
+        for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db"]) {
+            check_close(f, s, 1e-4, &format!("conv_transpose3x3_s2 {name}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn matches_reference_at_the_networks_shapes() -> Result<()> {
+        forward_and_gradients_match_reference([8, 128, 4, 4], 32)?;
+        forward_and_gradients_match_reference([8, 64, 8, 8], 16)
+    }
+
+    #[test]
+    fn single_image_and_odd_sizes_match_reference() -> Result<()> {
+        forward_and_gradients_match_reference([1, 128, 4, 4], 32)?;
+        forward_and_gradients_match_reference([3, 2, 1, 3], 4)
+    }
+}

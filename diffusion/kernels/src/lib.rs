@@ -1,0 +1,179 @@
+//! # diffusion-kernels
+//!
+//! The numerical kernels behind the layers of the `diffusion` crate, which calls nothing else
+//! for its convolutions, batch normalisation and pooling.
+//!
+//! Each has the meaning of its PyTorch counterpart. `f32` tensors on the CPU go through hand-made
+//! kernels (direct AVX-512 convolutions in [`direct`] where the processor has AVX-512, matrix
+//! products otherwise and for the transposed convolutions, fused passes for batch
+//! normalisation) with their own backward passes, on candle's CPU threads; any other device or
+//! dtype uses [`reference`](mod@reference), written with candle's tensor operations.
+//!
+//! [`with_path`] runs a closure on a chosen [`KernelPath`], to compare or time the paths; the
+//! tests compare every fast kernel with the reference path that way.
+
+pub mod batch_norm;
+pub mod conv;
+pub mod conv_transpose;
+pub mod direct;
+pub mod fused;
+pub mod gemm;
+pub mod pool;
+pub mod reference;
+pub mod simd;
+pub mod testing;
+
+use std::cell::Cell;
+
+use candle_core::{Result, Tensor};
+
+pub use fused::ConvKind;
+use gemm::is_cpu_f32;
+
+/// Which kernels serve CPU `f32` tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelPath {
+    /// The fastest this processor has: direct AVX-512 convolutions where they apply, matrix
+    /// products elsewhere (the default).
+    Fast,
+    /// The hand-made kernels with matrix products only, as on a processor without AVX-512.
+    MatrixProducts,
+    /// candle's own tensor operations ([`reference`](mod@reference)), as on any other device.
+    Reference,
+}
+
+thread_local! {
+    static PATH: Cell<KernelPath> = const { Cell::new(KernelPath::Fast) };
+}
+
+/// The path kernels called from this thread take.
+pub fn path() -> KernelPath {
+    PATH.with(Cell::get)
+}
+
+/// Runs `f` with every kernel called from this thread on `path` (the backward passes of what
+/// `f` builds take the path in force when they run), then restores the previous path, also
+/// when `f` panics.
+pub fn with_path<R>(path: KernelPath, f: impl FnOnce() -> R) -> R {
+    struct Restore(KernelPath);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PATH.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PATH.with(|p| p.replace(path)));
+    f()
+}
+
+/// Do these tensors take the hand-made CPU kernels (rather than [`reference`](mod@reference))?
+fn fast(ts: &[&Tensor]) -> bool {
+    path() != KernelPath::Reference && ts.iter().all(|t| is_cpu_f32(t))
+}
+
+/// `y = conv2d(x, w, padding = 1) + b` for a `[O, I, 3, 3]` kernel.
+pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast(&[x, w, b]) {
+        conv::conv3x3(x, w, b)
+    } else {
+        reference::conv3x3(x, w, b)
+    }
+}
+
+/// `y = conv_transpose2d(x, w, stride = 2, padding = 1, output_padding = 1) + b` for a
+/// `[I, O, 3, 3]` kernel: `[N, I, H, W] -> [N, O, 2H, 2W]`.
+pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast(&[x, w, b]) {
+        conv_transpose::conv_transpose3x3_s2(x, w, b)
+    } else {
+        reference::conv_transpose3x3_s2(x, w, b)
+    }
+}
+
+/// Batch normalisation with batch statistics over `(N, H, W)`:
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias`, returning `(y, mean, var)` with the biased
+/// variance (the last two detached, as PyTorch updates running statistics without gradient).
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if fast(&[x, weight, bias]) {
+        batch_norm::batch_norm_train(x, weight, bias, eps, false)
+    } else {
+        reference::batch_norm_train(x, weight, bias, eps)
+    }
+}
+
+/// Batch normalisation with running statistics, as in evaluation:
+/// `y = x * s + (bias - running_mean * s)`, `s = weight / sqrt(running_var + eps)` (a constant
+/// for autograd). Written with candle's operations on every device.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    reference::batch_norm_eval(x, weight, bias, running_mean, running_var, eps)
+}
+
+/// 2x2 max pooling, stride 2; the gradient of each window goes, whole, to its first maximum, as
+/// in PyTorch.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    if fast(&[x]) {
+        pool::max_pool2x2(x)
+    } else {
+        reference::max_pool2x2(x)
+    }
+}
+
+/// `y = max(bn(conv(x, w) + b), 0)` with batch statistics (the convolution being `kind`),
+/// returning `(y, mean, var)` of `conv(x, w) + b` like [`batch_norm_train`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_relu_train(
+    kind: ConvKind,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if fast(&[x, w, b, gamma, beta]) {
+        fused::conv_bn_relu_train(kind, x, w, b, gamma, beta, eps)
+    } else {
+        let z = match kind {
+            ConvKind::Conv3x3 => reference::conv3x3(x, w, b)?,
+            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b)?,
+        };
+        let (y, mean, var) = reference::batch_norm_train(&z, gamma, beta, eps)?;
+        Ok((y.relu()?, mean, var))
+    }
+}
+
+/// `y = max(bn_eval(conv(x, w) + b), 0)` with the running statistics (the convolution being
+/// `kind`), where `bn_eval` is [`reference::batch_norm_eval`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_bn_relu_eval(
+    kind: ConvKind,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if fast(&[x, w, b, gamma, beta, running_mean, running_var]) {
+        fused::conv_bn_relu_eval(kind, x, w, b, gamma, beta, running_mean, running_var, eps)
+    } else {
+        let z = match kind {
+            ConvKind::Conv3x3 => reference::conv3x3(x, w, b)?,
+            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b)?,
+        };
+        reference::batch_norm_eval(&z, gamma, beta, running_mean, running_var, eps)?.relu()
+    }
+}

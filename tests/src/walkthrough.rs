@@ -1,0 +1,6 @@
+//! The Rust blocks of the walkthroughs, run as doctests.
+
+/// `walkthroughs/02_diffusion.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../walkthroughs/02_diffusion.md")]
+pub struct Walkthrough02;
