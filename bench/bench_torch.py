@@ -20,11 +20,12 @@ from unet_torch import UNet, Schedule, q, reverse_q  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--runs", type=int, default=10)
-p.add_argument("--threads", type=int, default=2)
+p.add_argument("--threads", type=int, default=0, help="0: PyTorch's own default")
 p.add_argument("--device", default="cpu")
 p.add_argument("--train-steps", type=int, default=0)
 args = p.parse_args()
-torch.set_num_threads(args.threads)
+if args.threads > 0:
+    torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 dev = torch.device(args.device)
 model = UNet().to(dev)

@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: `diffusion bench` and bench_torch.py, alternately, ROUNDS times each,
-# on the same machine and thread count; then peak memory of a short `diffusion train` and of the
-# same loop in PyTorch. Prints a Markdown table for bench/RESULTS.md.
+# on the same machine, each with its own default threads (no thread variable is set, as a user
+# runs them); then peak memory of a short `diffusion train` and of the same loop in PyTorch.
+# Prints a Markdown table for bench/RESULTS.md.
 #
 #   bench/run.sh                 # needs PyTorch: python3 -m venv .venv-torch && .venv-torch/bin/pip install torch numpy safetensors
-#   THREADS=2 ROUNDS=5 bench/run.sh
+#   ROUNDS=5 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-5}
 PY=${PY:-.venv-torch/bin/python}
 [ -x "$PY" ] || { echo "PyTorch not found at $PY: python3 -m venv .venv-torch && .venv-torch/bin/pip install torch numpy safetensors" >&2; exit 1; }
-cargo build --release -q -p diffusion
-export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+cargo build --release -q -p diffusion-cli
+unset RAYON_NUM_THREADS OMP_NUM_THREADS CANDLE_NUM_THREADS MKL_NUM_THREADS
 rust=(); torch=()
 for i in $(seq "$ROUNDS"); do
     rust+=("$(./target/release/diffusion bench --runs "$RUNS")")
-    torch+=("$("$PY" bench/bench_torch.py --runs "$RUNS" --threads "$THREADS")")
+    torch+=("$("$PY" bench/bench_torch.py --runs "$RUNS")")
     echo "round $i: rust ${rust[-1]} | torch ${torch[-1]}" >&2
 done
 peak() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
 data="${DIFFUSION_DATA:-data/fashion-mnist}"
 rust_kb=$(peak ./target/release/diffusion train --data "$data" --max-steps 20 --samples 1 --out /tmp/bench-run)
-torch_kb=$(peak "$PY" bench/bench_torch.py --train-steps 20 --threads "$THREADS")
+torch_kb=$(peak "$PY" bench/bench_torch.py --train-steps 20)
+THREADS=$("$PY" -c "import torch; print(torch.get_num_threads())")
 "$PY" - "$THREADS" "$rust_kb" "$torch_kb" "${rust[@]}" --- "${torch[@]}" <<'PY'
 import platform, statistics, subprocess, sys
 threads, rust_kb, torch_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -221,8 +221,12 @@ fn keep_freed_memory() {
 }
 
 /// Threads the kernels may use (`RAYON_NUM_THREADS`, else the machine's cores).
+///
+/// Read once: without `RAYON_NUM_THREADS`, candle counts the physical cores from
+/// `/proc/cpuinfo` on every call, which costs more than a small kernel.
 pub fn threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
 }
 
 /// How one image's products run: inside the product when the batch is a single image, else none
