@@ -41,7 +41,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        diffusion_kernels::linear(x, &self.weight, &self.bias)
     }
 }
 

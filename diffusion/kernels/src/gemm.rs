@@ -257,15 +257,17 @@ thread_local! {
 
 /// Runs `f(i)` for every `i` in `0..n`, spread over candle's CPU threads (the ones its own
 /// element-wise operations use, so that no second pool of threads competes for the cores). A call
-/// from inside another one runs in the calling thread.
+/// from inside another one runs in the calling thread. Every part runs on the caller's
+/// [`KernelPath`](crate::KernelPath), so a kernel picks the same code whichever thread runs it.
 pub fn parallel_for(n: usize, f: impl Fn(usize) + Sync) {
     if n <= 1 || INSIDE.with(Cell::get) {
         (0..n).for_each(f);
         return;
     }
+    let path = crate::path();
     candle_core::utils::barrier_pool().execute_chunked(n, |r| {
         let outer = INSIDE.with(|inside| inside.replace(true));
-        r.for_each(&f);
+        crate::with_path(path, || r.for_each(&f));
         INSIDE.with(|inside| inside.set(outer));
     });
 }
@@ -387,6 +389,28 @@ mod tests {
             })
         });
         assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    /// The parts that other threads run see the caller's kernel path, not their own default.
+    #[test]
+    fn parallel_for_runs_every_part_on_the_callers_path() {
+        use crate::{with_path, KernelPath};
+        for want in [KernelPath::MatrixProducts, KernelPath::Reference] {
+            let seen: Vec<std::sync::Mutex<Option<KernelPath>>> =
+                (0..64).map(|_| std::sync::Mutex::new(None)).collect();
+            with_path(want, || {
+                parallel_for(64, |i| {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    *seen[i].lock().unwrap() = Some(crate::path());
+                })
+            });
+            assert!(seen.iter().all(|p| *p.lock().unwrap() == Some(want)));
+        }
+        assert_eq!(
+            crate::path(),
+            KernelPath::Fast,
+            "the caller's path is restored"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod conv_transpose;
 pub mod direct;
 pub mod fused;
 pub mod gemm;
+pub mod linear;
 pub mod pool;
 pub mod reference;
 pub mod simd;
@@ -86,6 +87,15 @@ pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor
         conv_transpose::conv_transpose3x3_s2(x, w, b)
     } else {
         reference::conv_transpose3x3_s2(x, w, b)
+    }
+}
+
+/// `y = x W^T + b` for `x` of `[N, I]` and a `[O, I]` weight: PyTorch's `F.linear`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast(&[x, w, b]) {
+        linear::linear(x, w, b)
+    } else {
+        reference::linear(x, w, b)
     }
 }
 

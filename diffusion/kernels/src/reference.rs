@@ -67,3 +67,8 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
 }
+
+/// `y = x W^T + b`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.matmul(&w.t()?)?.broadcast_add(b)
+}
