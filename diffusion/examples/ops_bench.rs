@@ -149,7 +149,7 @@ fn rates(runs: usize) -> Result<()> {
         ];
         let macs = (n * o * c * 9 * s * s) as f64;
         fast_rate(&format!("cbr {c}->{o} @{s}"), runs, macs, &v, |t| {
-            ops::conv_bn_relu_train(ops::ConvKind::Conv3x3, t[0], t[1], t[2], t[3], t[4], eps)?
+            ops::conv_bn_relu_train(ops::ConvKind::Conv3x3, t[0], t[1], t[2], &bn(t, eps))?
                 .0
                 .sum_all()
         })?;
@@ -165,7 +165,7 @@ fn rates(runs: usize) -> Result<()> {
         let macs = (n * o * c * 9 * s * s) as f64;
         fast_rate(&format!("ctbr {c}->{o} @{s}"), runs, macs, &v, |t| {
             let kind = ops::ConvKind::Transpose3x3S2;
-            ops::conv_bn_relu_train(kind, t[0], t[1], t[2], t[3], t[4], eps)?
+            ops::conv_bn_relu_train(kind, t[0], t[1], t[2], &bn(t, eps))?
                 .0
                 .sum_all()
         })?;
@@ -277,6 +277,18 @@ fn phases(runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// The batch norm of a fused op from its inputs `[x, w, b, gamma, beta]` (training reads no
+/// running statistics).
+fn bn<'a>(t: &[&'a Tensor], eps: f64) -> ops::BatchNormParams<'a> {
+    ops::BatchNormParams {
+        gamma: t[3],
+        beta: t[4],
+        running_mean: t[3],
+        running_var: t[4],
+        eps,
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map(String::as_str).unwrap_or("ops");
@@ -351,11 +363,12 @@ fn direct_vs_gemm(runs: usize) -> Result<()> {
         for path in [KernelPath::Fast, KernelPath::MatrixProducts] {
             let (f, g) = with_path(path, || -> Result<_> {
                 let f = time(runs, || {
-                    conv::conv3x3_forward_into(&x, n, c, s, s, &wt, o, None, false, &mut y);
+                    let shape = ops::ConvShape::new(n, c, s, s, o);
+                    conv::conv3x3_forward_into(&x, shape, &wt, None, false, &mut y);
                     Ok(())
                 })?;
                 let g = time(runs, || {
-                    conv::conv3x3_weight_grad(&x, &dy, n, c, s, s, o);
+                    conv::conv3x3_weight_grad(&x, &dy, ops::ConvShape::new(n, c, s, s, o));
                     Ok(())
                 })?;
                 Ok((f, g))

@@ -196,16 +196,21 @@ impl BatchNorm2d {
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        use diffusion_kernels::{conv_bn_relu_eval, conv_bn_relu_train};
+        use diffusion_kernels::{conv_bn_relu_eval, conv_bn_relu_train, BatchNormParams};
+        let bn = BatchNormParams {
+            gamma: &self.weight,
+            beta: &self.bias,
+            running_mean: self.running_mean.as_tensor(),
+            running_var: self.running_var.as_tensor(),
+            eps: BN_EPS,
+        };
         if train {
-            let (y, mean, var) =
-                conv_bn_relu_train(kind, x, w, b, &self.weight, &self.bias, BN_EPS)?;
+            let (y, mean, var) = conv_bn_relu_train(kind, x, w, b, &bn)?;
             let (n, _, h, w) = y.dims4()?;
             self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            let (rm, rv) = (self.running_mean.as_tensor(), self.running_var.as_tensor());
-            conv_bn_relu_eval(kind, x, w, b, &self.weight, &self.bias, rm, rv, BN_EPS)
+            conv_bn_relu_eval(kind, x, w, b, &bn)
         }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::conv::dims4;
 use super::gemm::{cpu_f32, for_each_images, sum_over_images, with_f32};
+use super::shape::dims4;
 use super::simd;
 
 /// Per-channel batch statistics.

@@ -7,12 +7,10 @@
 //! - input gradient: `dx = conv3x3(dy, W')` with `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`;
 //! - weight gradient: `dW = sum_n dy_n col(x_n)^T`; bias gradient: `db[o] = sum_{n,p} dy[n, o, p]`.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-
-use super::gemm::{
-    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
-    Mat,
-};
+use super::convolution::ConvKind;
+use super::gemm::{for_each_images, inner_parallelism, sgemm, sum_over_images, with_scratch, Mat};
+use super::shape::ConvShape;
+use candle_core::{Result, Tensor};
 
 /// Fills `col` (`[c*9, h*w]`) with `col[i*9 + kh*3 + kw, y*w + x] = x[i, y+kh-1, x+kw-1]`, zero
 /// outside the image.
@@ -47,75 +45,57 @@ pub fn im2col3x3(x: &[f32], c: usize, h: usize, w: usize, col: &mut [f32]) {
 }
 
 /// `y = conv3x3(x, w) + b` for `x` `[n, c, h, w]`, `w` `[o, c, 3, 3]`, `b` `[o]` (or no bias).
-#[allow(clippy::too_many_arguments)]
-pub fn conv3x3_forward(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    wt: &[f32],
-    o: usize,
-    b: Option<&[f32]>,
-) -> Vec<f32> {
-    let mut y = vec![0f32; n * o * h * w];
-    conv3x3_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
+pub fn conv3x3_forward(x: &[f32], s: ConvShape, wt: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+    let mut y = vec![0f32; s.n * s.o * s.hw()];
+    conv3x3_forward_into(x, s, wt, b, false, &mut y);
     y
 }
 
 /// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`:
 /// with the direct kernels of [`super::direct`] where they apply, else as matrix products.
-#[allow(clippy::too_many_arguments)]
 pub fn conv3x3_forward_into(
     x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    s: ConvShape,
     wt: &[f32],
-    o: usize,
     b: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
 ) {
-    if !super::direct::conv3x3_into(x, n, c, h, w, wt, o, b, relu, y) {
-        gemm_forward_into(x, n, c, h, w, wt, o, b, relu, y);
+    if !super::direct::conv3x3_into(x, s, wt, b, relu, y) {
+        gemm_forward_into(x, s, wt, b, relu, y);
     }
+}
+
+/// `dx = conv3x3(dy, W')`, `W'[i, o, kh, kw] = W[o, i, 2-kh, 2-kw]`: the input gradient
+/// `[n, c, h, w]` for the output gradient `dy` `[n, o, h, w]`.
+pub fn conv3x3_input_grad(dy: &[f32], s: ConvShape, wt: &[f32]) -> Vec<f32> {
+    conv3x3_forward(dy, s.swapped(), &flip_transpose(wt, s.o, s.c), None)
 }
 
 /// The forward pass as matrix products (im2col), whatever the processor and plane size.
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3_forward_gemm(
     x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    s: ConvShape,
     wt: &[f32],
-    o: usize,
     b: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0f32; n * o * h * w];
-    gemm_forward_into(x, n, c, h, w, wt, o, b, relu, &mut y);
+    let mut y = vec![0f32; s.n * s.o * s.hw()];
+    gemm_forward_into(x, s, wt, b, relu, &mut y);
     y
 }
 
 /// `y_n = W col(x_n) + b` for each image.
-#[allow(clippy::too_many_arguments)]
 fn gemm_forward_into(
     x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    s: ConvShape,
     wt: &[f32],
-    o: usize,
     b: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
 ) {
+    let ConvShape { n, c, h, w, o } = s;
     let hw = h * w;
     let k = c * 9;
     let par = inner_parallelism(n);
@@ -172,29 +152,13 @@ pub fn flip_transpose(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
 
 /// `dW[o, i*9 + t] = sum_n sum_p dy[n, o, p] col(x_n)[i*9 + t, p]`: with the direct kernels
 /// of [`super::direct`] where they apply, else as matrix products.
-pub fn conv3x3_weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-) -> Vec<f32> {
-    super::direct::weight_grad(x, dy, n, c, h, w, o)
-        .unwrap_or_else(|| conv3x3_weight_grad_gemm(x, dy, n, c, h, w, o))
+pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Vec<f32> {
+    super::direct::weight_grad(x, dy, s).unwrap_or_else(|| conv3x3_weight_grad_gemm(x, dy, s))
 }
 
 /// The weight gradient as matrix products (im2col), whatever the processor and plane size.
-pub(crate) fn conv3x3_weight_grad_gemm(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-) -> Vec<f32> {
+pub(crate) fn conv3x3_weight_grad_gemm(x: &[f32], dy: &[f32], s: ConvShape) -> Vec<f32> {
+    let ConvShape { n, c, h, w, o } = s;
     let hw = h * w;
     let k = c * 9;
     let par = inner_parallelism(n);
@@ -232,92 +196,9 @@ pub fn bias_grad(dy: &[f32], n: usize, o: usize, p: usize) -> Vec<f32> {
     })
 }
 
-/// The shape `[n, c, h, w]` of a rank-4 layout.
-pub fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
-    match l.dims() {
-        &[n, c, h, w] => Ok((n, c, h, w)),
-        d => candle_core::bail!("{what}: expected a rank-4 tensor [N, C, H, W], got {d:?}"),
-    }
-}
-
-/// `conv2d(x, w, padding = 1) + b` as a custom op over `(x, w, b)`.
-pub struct Conv3x3;
-
-impl CustomOp3 for Conv3x3 {
-    fn name(&self) -> &'static str {
-        "conv3x3"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(l1, "conv3x3 input")?;
-        let (o, c2, kh, kw) = dims4(l2, "conv3x3 weight")?;
-        if c2 != c || kh != 3 || kw != 3 || l3.dims() != [o] {
-            candle_core::bail!(
-                "conv3x3: expected weight [O, {c}, 3, 3] and bias [O], got {:?} and {:?}",
-                l2.dims(),
-                l3.dims()
-            );
-        }
-        let y = conv3x3_forward(
-            cpu_f32(s1, l1)?,
-            n,
-            c,
-            h,
-            w,
-            cpu_f32(s2, l2)?,
-            o,
-            Some(cpu_f32(s3, l3)?),
-        );
-        Ok((CpuStorage::F32(y), Shape::from((n, o, h, w))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wt: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let o = wt.dim(0)?;
-        let dev = x.device();
-        with_f32(grad, |dy| {
-            let dx = if x.track_op() {
-                let flipped = with_f32(wt, |wv| Ok(flip_transpose(wv, o, c)))?;
-                let dx = conv3x3_forward(dy, n, o, h, w, &flipped, c, None);
-                Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
-            } else {
-                None
-            };
-            let dw = if wt.track_op() {
-                let dw = with_f32(x, |xv| Ok(conv3x3_weight_grad(xv, dy, n, c, h, w, o)))?;
-                Some(Tensor::from_vec(dw, (o, c, 3, 3), dev)?)
-            } else {
-                None
-            };
-            let db = if b.track_op() {
-                Some(Tensor::from_vec(bias_grad(dy, n, o, h * w), o, dev)?)
-            } else {
-                None
-            };
-            Ok((dx, dw, db))
-        })
-    }
-}
-
 /// `conv2d(x, w, padding = 1) + b` for CPU `f32` tensors.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv3x3)
+    super::convolution::conv(ConvKind::Conv3x3, x, w, b)
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@
 //!   dy_n[o, 2iy + kh - 1, 2ix + kw - 1]` gathers the pixels each input pixel wrote to;
 //! - weight gradient: `dW = sum_n x_n g(dy_n)^T`; bias gradient: the sum of `dy` per channel.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Tensor};
 
-use super::conv::{bias_grad, dims4, relu_in_place};
-use super::gemm::{
-    cpu_f32, for_each_images, inner_parallelism, sgemm, sum_over_images, with_f32, with_scratch,
-    Mat,
-};
+use super::conv::relu_in_place;
+use super::convolution::ConvKind;
+use super::gemm::{for_each_images, inner_parallelism, sgemm, sum_over_images, with_scratch, Mat};
+use super::shape::ConvShape;
 
 /// Adds `cols` (`[o*9, h*w]`) into `y` (`[o, 2h, 2w]`) at the pixels the kernel reaches.
 pub fn col2im_s2(cols: &[f32], o: usize, h: usize, w: usize, y: &mut [f32]) {
@@ -93,38 +92,17 @@ pub fn im2col_s2(dy: &[f32], o: usize, h: usize, w: usize, cols: &mut [f32]) {
 }
 
 /// `y = conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for `x` `[n, c, h, w]`,
-/// `wt` `[c, o, 3, 3]`, `b` `[o]`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_transpose_forward(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    wt: &[f32],
-    o: usize,
-    b: &[f32],
-) -> Vec<f32> {
-    let mut y = vec![0f32; n * o * 4 * h * w];
-    conv_transpose_forward_into(x, n, c, h, w, wt, o, b, false, &mut y);
-    y
-}
-
-/// [`conv_transpose_forward`] writing into `y` (`n * o * 4 * h * w` values), then `max(y, 0)`
-/// if `relu`.
-#[allow(clippy::too_many_arguments)]
+/// `wt` `[c, o, 3, 3]`, `b` `[o]` (or no bias), written into `y` (`n * o * 4 * h * w` values),
+/// then `max(y, 0)` if `relu`.
 pub fn conv_transpose_forward_into(
     x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    s: ConvShape,
     wt: &[f32],
-    o: usize,
-    b: &[f32],
+    b: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
 ) {
+    let ConvShape { n, c, h, w, o } = s;
     let hw = h * w;
     let par = inner_parallelism(n);
     for_each_images(y, o * 4 * hw, |images, out| {
@@ -142,8 +120,13 @@ pub fn conv_transpose_forward_into(
                     par,
                 );
                 let y_img = &mut out[j * o * 4 * hw..(j + 1) * o * 4 * hw];
-                for (plane, &bo) in y_img.chunks_exact_mut(4 * hw).zip(b) {
-                    plane.fill(bo);
+                match b {
+                    Some(b) => {
+                        for (plane, &bo) in y_img.chunks_exact_mut(4 * hw).zip(b) {
+                            plane.fill(bo);
+                        }
+                    }
+                    None => y_img.fill(0.0),
                 }
                 col2im_s2(cols, o, h, w, y_img);
                 if relu {
@@ -155,16 +138,8 @@ pub fn conv_transpose_forward_into(
 }
 
 /// `dx_n = W g(dy_n)` for `dy` `[n, o, 2h, 2w]`: the input gradient, `[n, c, h, w]`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_transpose_input_grad(
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    wt: &[f32],
-    o: usize,
-) -> Vec<f32> {
+pub fn conv_transpose_input_grad(dy: &[f32], s: ConvShape, wt: &[f32]) -> Vec<f32> {
+    let ConvShape { n, c, h, w, o } = s;
     let hw = h * w;
     let mut dx = vec![0f32; n * c * hw];
     let par = inner_parallelism(n);
@@ -190,15 +165,8 @@ pub fn conv_transpose_input_grad(
 }
 
 /// `dW = sum_n x_n g(dy_n)^T`, `[c, o, 3, 3]`.
-pub fn conv_transpose_weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-) -> Vec<f32> {
+pub fn conv_transpose_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Vec<f32> {
+    let ConvShape { n, c, h, w, o } = s;
     let hw = h * w;
     let par = inner_parallelism(n);
     sum_over_images(n, c * o * 9, |images, acc| {
@@ -221,88 +189,9 @@ pub fn conv_transpose_weight_grad(
     })
 }
 
-/// `conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` as a custom op over
-/// `(x, w, b)`.
-pub struct ConvTranspose3x3S2;
-
-impl CustomOp3 for ConvTranspose3x3S2 {
-    fn name(&self) -> &'static str {
-        "conv_transpose3x3_s2"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(l1, "conv_transpose3x3_s2 input")?;
-        let (c2, o, kh, kw) = dims4(l2, "conv_transpose3x3_s2 weight")?;
-        if c2 != c || kh != 3 || kw != 3 || l3.dims() != [o] {
-            candle_core::bail!(
-                "conv_transpose3x3_s2: expected weight [{c}, O, 3, 3] and bias [O], got {:?} and {:?}",
-                l2.dims(),
-                l3.dims()
-            );
-        }
-        let y = conv_transpose_forward(
-            cpu_f32(s1, l1)?,
-            n,
-            c,
-            h,
-            w,
-            cpu_f32(s2, l2)?,
-            o,
-            cpu_f32(s3, l3)?,
-        );
-        Ok((CpuStorage::F32(y), Shape::from((n, o, 2 * h, 2 * w))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wt: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let o = wt.dim(1)?;
-        let dev = x.device();
-        with_f32(grad, |dy| {
-            let dx = if x.track_op() {
-                let dx = with_f32(wt, |wv| {
-                    Ok(conv_transpose_input_grad(dy, n, c, h, w, wv, o))
-                })?;
-                Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
-            } else {
-                None
-            };
-            let dw = if wt.track_op() {
-                let dw = with_f32(x, |xv| {
-                    Ok(conv_transpose_weight_grad(xv, dy, n, c, h, w, o))
-                })?;
-                Some(Tensor::from_vec(dw, (c, o, 3, 3), dev)?)
-            } else {
-                None
-            };
-            let db = if b.track_op() {
-                Some(Tensor::from_vec(bias_grad(dy, n, o, 4 * h * w), o, dev)?)
-            } else {
-                None
-            };
-            Ok((dx, dw, db))
-        })
-    }
-}
-
 /// `conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for CPU `f32` tensors.
 pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, ConvTranspose3x3S2)
+    super::convolution::conv(ConvKind::Transpose3x3S2, x, w, b)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 use std::ops::Range;
 
 use super::gemm::{for_each_images, parallel_for, ranges, sum_over_images, PoolBuf, SharedMut};
+use super::shape::ConvShape;
 
 /// Output channels per forward tile.
 const OB: usize = 8;
@@ -138,19 +139,15 @@ fn pack_weights(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
 /// `y = conv3x3(x, wt) + b` (then `max(y, 0)` with `relu`) for `x` `[n, c, h, w]`, `wt`
 /// `[o, c, 3, 3]`, into `y` (`[n, o, h, w]`). Returns `false`, leaving `y` alone, where the
 /// direct kernel does not apply.
-#[allow(clippy::too_many_arguments)]
 pub fn conv3x3_into(
     x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    s: ConvShape,
     wt: &[f32],
-    o: usize,
     b: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
 ) -> bool {
+    let ConvShape { n, c, h, w, o } = s;
     if !applies(h, w) || x.len() < n * c * h * w || y.len() < n * o * h * w || wt.len() < o * c * 9
     {
         return false;
@@ -375,15 +372,8 @@ unsafe fn forward_tile<const B: usize, const INTERIOR: bool>(
 /// transposed to `[h*w, o]` and the input padded with zeros all round, and for each pixel the
 /// kernel multiplies the vector `dy[p, o..o+16]` by the 9 input values around the pixel, adding
 /// into `dW` kept as `[c, 9, o]` (no sums across lanes, no masks).
-pub fn weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-) -> Option<Vec<f32>> {
+pub fn weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Option<Vec<f32>> {
+    let ConvShape { n, c, h, w, o } = s;
     // Under 16 output channels most lanes would be padding: the matrix products do better there
     // (`ops_bench direct`: 16 -> 1 channels, 1.1 ms against 0.7).
     if o < 16 || !applies(h, w) || x.len() < n * c * h * w || dy.len() < n * o * h * w {
@@ -575,18 +565,19 @@ mod tests {
             let b = random(o, 3);
             let dy = random(n * o * s * s, 4);
             let mut y = vec![f32::NAN; n * o * s * s];
-            assert!(conv3x3_into(&x, n, c, s, s, &wt, o, Some(&b), relu, &mut y));
-            let want = conv3x3_forward_gemm(&x, n, c, s, s, &wt, o, Some(&b), relu);
+            let shape = ConvShape::new(n, c, s, s, o);
+            assert!(conv3x3_into(&x, shape, &wt, Some(&b), relu, &mut y));
+            let want = conv3x3_forward_gemm(&x, shape, &wt, Some(&b), relu);
             let e = max_rel_err(&y, &want);
             assert!(e < 1e-5, "forward n={n} c={c} o={o} {s}x{s}: error {e}");
-            let Some(dw) = weight_grad(&x, &dy, n, c, s, s, o) else {
+            let Some(dw) = weight_grad(&x, &dy, shape) else {
                 assert!(
                     o < 16,
                     "the direct weight gradient takes 16 output channels or more"
                 );
                 continue;
             };
-            let want = conv3x3_weight_grad_gemm(&x, &dy, n, c, s, s, o);
+            let want = conv3x3_weight_grad_gemm(&x, &dy, shape);
             let e = max_rel_err(&dw, &want);
             assert!(
                 e < 1e-5,
@@ -599,10 +590,9 @@ mod tests {
     fn other_plane_sizes_are_left_to_the_matrix_products() {
         let mut y = vec![0f32; 5 * 5];
         let x = vec![1f32; 5 * 5];
-        assert!(!conv3x3_into(
-            &x, 1, 1, 5, 5, &[0.0; 9], 1, None, false, &mut y
-        ));
-        assert!(weight_grad(&x, &x, 1, 1, 5, 5, 1).is_none());
+        let shape = ConvShape::new(1, 1, 5, 5, 1);
+        assert!(!conv3x3_into(&x, shape, &[0.0; 9], None, false, &mut y));
+        assert!(weight_grad(&x, &x, shape).is_none());
         assert!(!applies(6, 6) && !applies(2, 32));
     }
 }

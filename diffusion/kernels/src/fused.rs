@@ -15,44 +15,49 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::batch_norm::{backward_into as bn_backward, normalize, statistics, Stats};
-use super::conv::{
-    bias_grad, conv3x3_forward, conv3x3_forward_into, conv3x3_weight_grad, dims4, flip_transpose,
-};
-use super::conv_transpose::{
-    conv_transpose_forward_into, conv_transpose_input_grad, conv_transpose_weight_grad,
-};
+use super::conv::bias_grad;
+pub use super::convolution::ConvKind;
 use super::gemm::{cpu_f32, with_f32, PoolBuf};
+use super::shape::dims4;
+use super::BatchNormParams;
 
-/// The convolution in front of the batch norm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvKind {
-    /// `conv2d(x, W[O, I, 3, 3], padding 1)`.
-    Conv3x3,
-    /// `conv_transpose2d(x, W[I, O, 3, 3], stride 2, padding 1, output_padding 1)`.
-    Transpose3x3S2,
+/// The per-channel parameters a fused op takes in one tensor, always in this order: the
+/// convolution's bias, the batch norm's weight `gamma` and shift `beta`, and, in evaluation, the
+/// running mean and variance (`3 * O` or `5 * O` values). Gradients come back in the same order.
+struct Packed<'a> {
+    bias: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    /// `(running_mean, running_var)`, in evaluation.
+    running: Option<(&'a [f32], &'a [f32])>,
 }
 
-impl ConvKind {
-    /// Output channels and side for an input `[_, c, h, w]` and kernel dims.
-    fn output(
-        self,
-        c: usize,
-        h: usize,
-        w: usize,
-        kernel: &[usize],
-    ) -> Result<(usize, usize, usize)> {
-        let (cin, o) = match (self, kernel) {
-            (ConvKind::Conv3x3, &[o, i, 3, 3]) => (i, o),
-            (ConvKind::Transpose3x3S2, &[i, o, 3, 3]) => (i, o),
-            _ => candle_core::bail!("{self:?}: expected a 3x3 kernel, got {kernel:?}"),
-        };
-        if cin != c {
-            candle_core::bail!("{self:?}: kernel {kernel:?} does not take {c} input channels");
+impl<'a> Packed<'a> {
+    /// Splits `p` for `o` channels; `running` says whether it must hold the running statistics.
+    fn unpack(p: &'a [f32], o: usize, running: bool) -> Result<Self> {
+        let parts = if running { 5 } else { 3 };
+        if p.len() != parts * o {
+            candle_core::bail!(
+                "conv-bn-relu: expected {parts} x {o} packed parameters (bias, gamma, beta{}), got {}",
+                if running { ", running mean, running var" } else { "" },
+                p.len()
+            );
         }
-        Ok(match self {
-            ConvKind::Conv3x3 => (o, h, w),
-            ConvKind::Transpose3x3S2 => (o, 2 * h, 2 * w),
+        let mut chunks = p.chunks_exact(o.max(1));
+        let mut next = || chunks.next().unwrap_or(&[]);
+        let (bias, gamma, beta) = (next(), next(), next());
+        let running = running.then(|| (next(), next()));
+        Ok(Self {
+            bias,
+            gamma,
+            beta,
+            running,
         })
+    }
+
+    /// Packs per-channel tensors in the order above.
+    fn pack(tensors: &[&Tensor]) -> Result<Tensor> {
+        Tensor::cat(tensors, 0)
     }
 }
 
@@ -89,31 +94,20 @@ impl CustomOp3 for ConvBnRelu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(l1, "conv-bn-relu input")?;
-        let (o, ho, wo) = self.kind.output(c, h, w, l2.dims())?;
-        if l3.dims() != [3 * o] {
-            candle_core::bail!(
-                "conv-bn-relu: expected the {} values of bias, weight and bias, got {:?}",
-                3 * o,
-                l3.dims()
-            );
-        }
-        let (x, wt, params) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
-        let (cb, rest) = params.split_at(o);
-        let (gamma, beta) = rest.split_at(o);
+        let s = self
+            .kind
+            .shape(dims4(l1, "conv-bn-relu input")?, l2.dims())?;
+        let (n, o) = (s.n, s.o);
+        let (ho, wo) = self.kind.output_hw(s);
+        let (x, wt) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        let p = Packed::unpack(cpu_f32(s3, l3)?, o, false)?;
         let hw = ho * wo;
         let mut z = PoolBuf::new(n * o * hw);
-        match self.kind {
-            ConvKind::Conv3x3 => {
-                conv3x3_forward_into(x, n, c, h, w, wt, o, Some(cb), false, &mut z)
-            }
-            ConvKind::Transpose3x3S2 => {
-                conv_transpose_forward_into(x, n, c, h, w, wt, o, cb, false, &mut z)
-            }
-        }
+        self.kind
+            .forward_into(x, s, wt, Some(p.bias), false, &mut z);
         let stats = statistics(&z, n, o, hw, self.eps);
-        let scale: Vec<f32> = (0..o).map(|ch| gamma[ch] * stats.inv_std[ch]).collect();
-        let y = normalize(&z, n, o, hw, &stats.mean, &scale, beta, true);
+        let scale: Vec<f32> = (0..o).map(|ch| p.gamma[ch] * stats.inv_std[ch]).collect();
+        let y = normalize(&z, n, o, hw, &stats.mean, &scale, p.beta, true);
         *self.saved.lock().map_err(lock_error)? = Some(Arc::new(Saved { z, stats }));
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
@@ -126,8 +120,9 @@ impl CustomOp3 for ConvBnRelu {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let (o, ho, wo) = self.kind.output(c, h, w, wt.dims())?;
+        let s = self.kind.shape(x.dims4()?, wt.dims())?;
+        let (n, o) = (s.n, s.o);
+        let (ho, wo) = self.kind.output_hw(s);
         let hw = ho * wo;
         let saved = self
             .saved
@@ -139,7 +134,7 @@ impl CustomOp3 for ConvBnRelu {
         let (dz, dparams) = with_f32(res, |y| {
             with_f32(grad, |dy| {
                 with_f32(params, |p| {
-                    let gamma = &p[o..2 * o];
+                    let p = Packed::unpack(p, o, false)?;
                     let mut dz = PoolBuf::new(n * o * hw);
                     let g = bn_backward(
                         &saved.z,
@@ -148,12 +143,13 @@ impl CustomOp3 for ConvBnRelu {
                         n,
                         o,
                         hw,
-                        gamma,
+                        p.gamma,
                         &saved.stats,
                         true,
                         &mut dz,
                     );
-                    // The conv bias feeds the batch norm: its gradient is the sum of dz.
+                    // Packed order: the conv bias (it feeds the batch norm: its gradient is the
+                    // sum of dz), gamma, beta.
                     let mut dparams = g.dx_sums;
                     dparams.extend_from_slice(&g.dweight);
                     dparams.extend_from_slice(&g.dbias);
@@ -161,7 +157,7 @@ impl CustomOp3 for ConvBnRelu {
                 })
             })
         })?;
-        let (dx, dw) = conv_backward(self.kind, x, wt, &dz, (n, c, h, w), o)?;
+        let (dx, dw, _) = self.kind.backward(x, wt, None, &dz, s)?;
         let dp = if params.track_op() {
             Some(Tensor::from_vec(dparams, 3 * o, dev)?)
         } else {
@@ -171,17 +167,19 @@ impl CustomOp3 for ConvBnRelu {
     }
 }
 
-/// The evaluation-mode op over `(x, w, [b, beta, gamma, running_mean, running_var])`.
+/// The evaluation-mode op over `(x, w, [b, gamma, beta, running_mean, running_var])`.
 struct ConvBnReluEval {
     kind: ConvKind,
     eps: f64,
 }
 
 impl ConvBnReluEval {
-    /// `s = gamma / sqrt(running_var + eps)` from the packed parameters of `o` channels.
-    fn scale(&self, p: &[f32], o: usize) -> Vec<f32> {
-        (0..o)
-            .map(|ch| (p[2 * o + ch] as f64 / (p[4 * o + ch] as f64 + self.eps).sqrt()) as f32)
+    /// `s = gamma / sqrt(running_var + eps)` per channel.
+    fn scale(&self, gamma: &[f32], running_var: &[f32]) -> Vec<f32> {
+        gamma
+            .iter()
+            .zip(running_var)
+            .map(|(&g, &v)| (g as f64 / (v as f64 + self.eps).sqrt()) as f32)
             .collect()
     }
 }
@@ -203,39 +201,27 @@ impl CustomOp3 for ConvBnReluEval {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(l1, "conv-bn-relu input")?;
-        let (o, ho, wo) = self.kind.output(c, h, w, l2.dims())?;
-        if l3.dims() != [5 * o] {
-            candle_core::bail!(
-                "conv-bn-relu: expected the {} values of bias, shift, weight, mean and variance, got {:?}",
-                5 * o,
-                l3.dims()
-            );
-        }
-        let (x, wt, p) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
-        let s = self.scale(p, o);
+        let shape = self
+            .kind
+            .shape(dims4(l1, "conv-bn-relu input")?, l2.dims())?;
+        let (n, o) = (shape.n, shape.o);
+        let (ho, wo) = self.kind.output_hw(shape);
+        let (x, wt) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        let p = Packed::unpack(cpu_f32(s3, l3)?, o, true)?;
+        let (mean, var) = p.running.unwrap_or_default();
+        let s = self.scale(p.gamma, var);
         // The folded bias (b - mean) s + beta, and kernel s W (per output channel).
         let bias: Vec<f32> = (0..o)
-            .map(|ch| (p[ch] - p[3 * o + ch]) * s[ch] + p[o + ch])
+            .map(|ch| (p.bias[ch] - mean[ch]) * s[ch] + p.beta[ch])
             .collect();
-        let per = wt.len() / o.max(1);
-        let folded: Vec<f32> = match self.kind {
-            ConvKind::Conv3x3 => wt.iter().enumerate().map(|(i, v)| v * s[i / per]).collect(),
-            ConvKind::Transpose3x3S2 => wt
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v * s[(i / 9) % o])
-                .collect(),
-        };
+        let folded: Vec<f32> = wt
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * s[self.kind.output_channel(i, o, wt.len())])
+            .collect();
         let mut y = vec![0f32; n * o * ho * wo];
-        match self.kind {
-            ConvKind::Conv3x3 => {
-                conv3x3_forward_into(x, n, c, h, w, &folded, o, Some(&bias), true, &mut y)
-            }
-            ConvKind::Transpose3x3S2 => {
-                conv_transpose_forward_into(x, n, c, h, w, &folded, o, &bias, true, &mut y)
-            }
-        }
+        self.kind
+            .forward_into(x, shape, &folded, Some(&bias), true, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
     }
 
@@ -247,14 +233,16 @@ impl CustomOp3 for ConvBnReluEval {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let (o, ho, wo) = self.kind.output(c, h, w, wt.dims())?;
+        let shape = self.kind.shape(x.dims4()?, wt.dims())?;
+        let (n, o) = (shape.n, shape.o);
+        let (ho, wo) = self.kind.output_hw(shape);
         let hw = ho * wo;
         let dev = x.device();
         let (dz, dparams) = with_f32(res, |y| {
             with_f32(grad, |dy| {
                 with_f32(params, |p| {
-                    let s = self.scale(p, o);
+                    let p = Packed::unpack(p, o, true)?;
+                    let s = self.scale(p.gamma, p.running.unwrap_or_default().1);
                     let mut dz = PoolBuf::new(n * o * hw);
                     for (row, ((yr, gr), dzr)) in y
                         .chunks_exact(hw)
@@ -272,14 +260,16 @@ impl CustomOp3 for ConvBnReluEval {
                     for ((gv, &yv), &dv) in g.iter_mut().zip(y).zip(dy) {
                         *gv = if yv > 0.0 { dv } else { 0.0 };
                     }
+                    // Packed order: bias, gamma (a constant here), beta, mean, var.
                     let mut dparams = bias_grad(&dz, n, o, hw);
+                    dparams.extend(std::iter::repeat_n(0.0, o));
                     dparams.extend(bias_grad(&g, n, o, hw));
-                    dparams.extend(std::iter::repeat_n(0.0, 3 * o));
+                    dparams.extend(std::iter::repeat_n(0.0, 2 * o));
                     Ok((dz, dparams))
                 })
             })
         })?;
-        let (dx, dw) = conv_backward(self.kind, x, wt, &dz, (n, c, h, w), o)?;
+        let (dx, dw, _) = self.kind.backward(x, wt, None, &dz, shape)?;
         let dp = if params.track_op() {
             Some(Tensor::from_vec(dparams, 5 * o, dev)?)
         } else {
@@ -289,89 +279,42 @@ impl CustomOp3 for ConvBnReluEval {
     }
 }
 
-/// The gradients of the convolution's input and kernel for the output gradient `dz`.
-fn conv_backward(
-    kind: ConvKind,
-    x: &Tensor,
-    wt: &Tensor,
-    dz: &[f32],
-    (n, c, h, w): (usize, usize, usize, usize),
-    o: usize,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let dev = x.device();
-    let dx = if x.track_op() {
-        let dx = with_f32(wt, |wv| {
-            Ok(match kind {
-                ConvKind::Conv3x3 => {
-                    conv3x3_forward(dz, n, o, h, w, &flip_transpose(wv, o, c), c, None)
-                }
-                ConvKind::Transpose3x3S2 => conv_transpose_input_grad(dz, n, c, h, w, wv, o),
-            })
-        })?;
-        Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
-    } else {
-        None
-    };
-    let dw = if wt.track_op() {
-        let dw = with_f32(x, |xv| {
-            Ok(match kind {
-                ConvKind::Conv3x3 => conv3x3_weight_grad(xv, dz, n, c, h, w, o),
-                ConvKind::Transpose3x3S2 => conv_transpose_weight_grad(xv, dz, n, c, h, w, o),
-            })
-        })?;
-        Some(Tensor::from_vec(dw, wt.shape(), dev)?)
-    } else {
-        None
-    };
-    Ok((dx, dw))
-}
-
 /// `max(bn_eval(conv(x, w) + b), 0)` with the running statistics, for CPU `f32` tensors. As in
 /// `diffusion::layers::BatchNorm2d::forward_t`, `gamma / sqrt(running_var + eps)` is a constant
 /// for autograd (only `x`, `w`, `b` and `beta` get gradients).
-#[allow(clippy::too_many_arguments)]
 pub fn conv_bn_relu_eval(
     kind: ConvKind,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
+    bn: &BatchNormParams,
 ) -> Result<Tensor> {
-    let params = Tensor::cat(
-        &[
-            b,
-            beta,
-            &gamma.detach(),
-            &running_mean.detach(),
-            &running_var.detach(),
-        ],
-        0,
-    )?;
+    let params = Packed::pack(&[
+        b,
+        &bn.gamma.detach(),
+        bn.beta,
+        &bn.running_mean.detach(),
+        &bn.running_var.detach(),
+    ])?;
+    let eps = bn.eps;
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &params, ConvBnReluEval { kind, eps })
 }
 
 /// `max(bn(conv(x, w) + b), 0)` with batch statistics, for CPU `f32` tensors: `(y, mean, biased
 /// var)` of `conv(x, w) + b`, the statistics without gradient.
-#[allow(clippy::too_many_arguments)]
 pub fn conv_bn_relu_train(
     kind: ConvKind,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
+    bn: &BatchNormParams,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let params = Tensor::cat(&[b, gamma, beta], 0)?;
+    let params = Packed::pack(&[b, bn.gamma, bn.beta])?;
     let saved = Arc::new(Mutex::new(None));
     let op = ConvBnRelu {
         kind,
-        eps,
+        eps: bn.eps,
         saved: saved.clone(),
     };
     let y = x
@@ -406,7 +349,14 @@ mod tests {
         let gamma = Var::from_tensor(&(random(&[o], 53, &dev)? + 1.0)?)?;
         let beta = Var::from_tensor(&random(&[o], 54, &dev)?)?;
         let up = random(&out, 55, &dev)?;
-        let (fast, mean, var) = conv_bn_relu_train(kind, &x, &wt, &b, &gamma, &beta, 1e-5)?;
+        let bn = BatchNormParams {
+            gamma: &gamma,
+            beta: &beta,
+            running_mean: &gamma,
+            running_var: &gamma,
+            eps: 1e-5,
+        };
+        let (fast, mean, var) = conv_bn_relu_train(kind, &x, &wt, &b, &bn)?;
         let z = match kind {
             ConvKind::Conv3x3 => reference::conv3x3(&x, &wt, &b)?,
             ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(&x, &wt, &b)?,
@@ -458,7 +408,14 @@ mod tests {
         let rm = (random(&[o], 65, &dev)? * 0.5)?;
         let rv = (random(&[o], 66, &dev)?.sqr()? + 0.5)?;
         let up = random(&out, 67, &dev)?;
-        let fast = conv_bn_relu_eval(kind, &x, &wt, &b, &gamma, &beta, &rm, &rv, 1e-5)?;
+        let bn = BatchNormParams {
+            gamma: &gamma,
+            beta: &beta,
+            running_mean: &rm,
+            running_var: &rv,
+            eps: 1e-5,
+        };
+        let fast = conv_bn_relu_eval(kind, &x, &wt, &b, &bn)?;
         let z = match kind {
             ConvKind::Conv3x3 => reference::conv3x3(&x, &wt, &b)?,
             ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(&x, &wt, &b)?,

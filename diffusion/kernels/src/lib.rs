@@ -15,12 +15,14 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_transpose;
+pub mod convolution;
 pub mod direct;
 pub mod fused;
 pub mod gemm;
 pub mod linear;
 pub mod pool;
 pub mod reference;
+pub mod shape;
 pub mod simd;
 pub mod testing;
 
@@ -28,8 +30,9 @@ use std::cell::Cell;
 
 use candle_core::{Result, Tensor};
 
-pub use fused::ConvKind;
+pub use convolution::ConvKind;
 use gemm::is_cpu_f32;
+pub use shape::ConvShape;
 
 /// Which kernels serve CPU `f32` tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,51 +142,57 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// A batch norm's tensors: weight `gamma`, shift `beta`, running statistics, and `eps`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormParams<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub eps: f64,
+}
+
+/// `conv(x, w) + b` on the reference path.
+fn reference_conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match kind {
+        ConvKind::Conv3x3 => reference::conv3x3(x, w, b),
+        ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b),
+    }
+}
+
 /// `y = max(bn(conv(x, w) + b), 0)` with batch statistics (the convolution being `kind`),
-/// returning `(y, mean, var)` of `conv(x, w) + b` like [`batch_norm_train`].
-#[allow(clippy::too_many_arguments)]
+/// returning `(y, mean, var)` of `conv(x, w) + b` like [`batch_norm_train`] (the running
+/// statistics of `bn` are not read).
 pub fn conv_bn_relu_train(
     kind: ConvKind,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
+    bn: &BatchNormParams,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    if fast(&[x, w, b, gamma, beta]) {
-        fused::conv_bn_relu_train(kind, x, w, b, gamma, beta, eps)
+    if fast(&[x, w, b, bn.gamma, bn.beta]) {
+        fused::conv_bn_relu_train(kind, x, w, b, bn)
     } else {
-        let z = match kind {
-            ConvKind::Conv3x3 => reference::conv3x3(x, w, b)?,
-            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b)?,
-        };
-        let (y, mean, var) = reference::batch_norm_train(&z, gamma, beta, eps)?;
+        let z = reference_conv(kind, x, w, b)?;
+        let (y, mean, var) = reference::batch_norm_train(&z, bn.gamma, bn.beta, bn.eps)?;
         Ok((y.relu()?, mean, var))
     }
 }
 
 /// `y = max(bn_eval(conv(x, w) + b), 0)` with the running statistics (the convolution being
 /// `kind`), where `bn_eval` is [`reference::batch_norm_eval`].
-#[allow(clippy::too_many_arguments)]
 pub fn conv_bn_relu_eval(
     kind: ConvKind,
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
+    bn: &BatchNormParams,
 ) -> Result<Tensor> {
-    if fast(&[x, w, b, gamma, beta, running_mean, running_var]) {
-        fused::conv_bn_relu_eval(kind, x, w, b, gamma, beta, running_mean, running_var, eps)
+    if fast(&[x, w, b, bn.gamma, bn.beta, bn.running_mean, bn.running_var]) {
+        fused::conv_bn_relu_eval(kind, x, w, b, bn)
     } else {
-        let z = match kind {
-            ConvKind::Conv3x3 => reference::conv3x3(x, w, b)?,
-            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b)?,
-        };
-        reference::batch_norm_eval(&z, gamma, beta, running_mean, running_var, eps)?.relu()
+        let z = reference_conv(kind, x, w, b)?;
+        let (rm, rv) = (bn.running_mean, bn.running_var);
+        reference::batch_norm_eval(&z, bn.gamma, bn.beta, rm, rv, bn.eps)?.relu()
     }
 }

@@ -5,8 +5,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::conv::dims4;
 use super::gemm::{cpu_f32, for_each_images, with_f32};
+use super::shape::dims4;
 
 /// The offsets of a window's four values from its top-left one, in row-major order.
 fn window(w: usize) -> [usize; 4] {

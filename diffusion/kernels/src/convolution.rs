@@ -1,0 +1,182 @@
+//! The network's two convolutions behind one interface: their shapes, their forward passes and
+//! one backward pass, used by the plain convolution ops and by the fused convolution-batch-norm
+//! ops alike.
+//!
+//! ```text
+//! forward:  z = conv(x, W) + b
+//! backward: dx = conv_input_grad(dz, W),  dW = conv_weight_grad(x, dz),  db = sum of dz per channel
+//! ```
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::conv::{bias_grad, conv3x3_forward_into, conv3x3_input_grad, conv3x3_weight_grad};
+use super::conv_transpose::{
+    conv_transpose_forward_into, conv_transpose_input_grad, conv_transpose_weight_grad,
+};
+use super::gemm::{cpu_f32, with_f32};
+use super::shape::{dims4, ConvShape};
+
+/// Which convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    /// `conv2d(x, W[O, I, 3, 3], padding 1)`: `[N, I, H, W] -> [N, O, H, W]`.
+    Conv3x3,
+    /// `conv_transpose2d(x, W[I, O, 3, 3], stride 2, padding 1, output_padding 1)`:
+    /// `[N, I, H, W] -> [N, O, 2H, 2W]`.
+    Transpose3x3S2,
+}
+
+impl ConvKind {
+    /// The shape of the convolution of an input `[n, c, h, w]` with a kernel of dims `kernel`,
+    /// or an error naming what does not fit.
+    pub fn shape(self, input: (usize, usize, usize, usize), kernel: &[usize]) -> Result<ConvShape> {
+        let (n, c, h, w) = input;
+        let (cin, o) = match (self, kernel) {
+            (ConvKind::Conv3x3, &[o, i, 3, 3]) => (i, o),
+            (ConvKind::Transpose3x3S2, &[i, o, 3, 3]) => (i, o),
+            _ => candle_core::bail!("{self:?}: expected a 3x3 kernel, got {kernel:?}"),
+        };
+        if cin != c {
+            candle_core::bail!("{self:?}: kernel {kernel:?} does not take {c} input channels");
+        }
+        Ok(ConvShape::new(n, c, h, w, o))
+    }
+
+    /// The output side `(h, w)` for a convolution of shape `s`.
+    pub fn output_hw(self, s: ConvShape) -> (usize, usize) {
+        match self {
+            ConvKind::Conv3x3 => (s.h, s.w),
+            ConvKind::Transpose3x3S2 => (2 * s.h, 2 * s.w),
+        }
+    }
+
+    /// Values of the output, `n * o * h_out * w_out`.
+    pub fn output_len(self, s: ConvShape) -> usize {
+        let (h, w) = self.output_hw(s);
+        s.n * s.o * h * w
+    }
+
+    /// `y = conv(x, W) + b` (no bias: `b = 0`) into `y`, then `max(y, 0)` if `relu`.
+    pub fn forward_into(
+        self,
+        x: &[f32],
+        s: ConvShape,
+        wt: &[f32],
+        b: Option<&[f32]>,
+        relu: bool,
+        y: &mut [f32],
+    ) {
+        match self {
+            ConvKind::Conv3x3 => conv3x3_forward_into(x, s, wt, b, relu, y),
+            ConvKind::Transpose3x3S2 => conv_transpose_forward_into(x, s, wt, b, relu, y),
+        }
+    }
+
+    /// The kernel's output channel of the value at flat index `i` of a kernel with `o` output
+    /// channels (`[O, I, 3, 3]` or `[I, O, 3, 3]`).
+    pub fn output_channel(self, i: usize, o: usize, kernel_len: usize) -> usize {
+        match self {
+            ConvKind::Conv3x3 => i / (kernel_len / o.max(1)).max(1),
+            ConvKind::Transpose3x3S2 => (i / 9) % o,
+        }
+    }
+
+    /// The gradients of `conv(x, W) + b` for the output gradient `dz`: `dx`, `dW` and, when a
+    /// bias is given, `db`, each only for a tensor that autograd tracks.
+    pub fn backward(
+        self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: Option<&Tensor>,
+        dz: &[f32],
+        s: ConvShape,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dev = x.device();
+        let dx = if x.track_op() {
+            let dx = with_f32(wt, |wv| {
+                Ok(match self {
+                    ConvKind::Conv3x3 => conv3x3_input_grad(dz, s, wv),
+                    ConvKind::Transpose3x3S2 => conv_transpose_input_grad(dz, s, wv),
+                })
+            })?;
+            Some(Tensor::from_vec(dx, x.shape(), dev)?)
+        } else {
+            None
+        };
+        let dw = if wt.track_op() {
+            let dw = with_f32(x, |xv| {
+                Ok(match self {
+                    ConvKind::Conv3x3 => conv3x3_weight_grad(xv, dz, s),
+                    ConvKind::Transpose3x3S2 => conv_transpose_weight_grad(xv, dz, s),
+                })
+            })?;
+            Some(Tensor::from_vec(dw, wt.shape(), dev)?)
+        } else {
+            None
+        };
+        let db = match b {
+            Some(b) if b.track_op() => {
+                let (h, w) = self.output_hw(s);
+                Some(Tensor::from_vec(bias_grad(dz, s.n, s.o, h * w), s.o, dev)?)
+            }
+            _ => None,
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// `conv(x, W) + b` as a custom op over `(x, W, b)`.
+struct Conv(ConvKind);
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            ConvKind::Conv3x3 => "conv3x3",
+            ConvKind::Transpose3x3S2 => "conv_transpose3x3_s2",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let kind = self.0;
+        let s = kind.shape(dims4(l1, self.name())?, l2.dims())?;
+        if l3.dims() != [s.o] {
+            candle_core::bail!(
+                "{}: expected a bias of [{}], got {:?}",
+                self.name(),
+                s.o,
+                l3.dims()
+            );
+        }
+        let (x, wt, b) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
+        let mut y = vec![0f32; kind.output_len(s)];
+        kind.forward_into(x, s, wt, Some(b), false, &mut y);
+        let (ho, wo) = kind.output_hw(s);
+        Ok((CpuStorage::F32(y), Shape::from((s.n, s.o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let s = self.0.shape(x.dims4()?, wt.dims())?;
+        with_f32(grad, |dz| self.0.backward(x, wt, Some(b), dz, s))
+    }
+}
+
+/// `conv(x, W) + b` for CPU `f32` tensors.
+pub fn conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv(kind))
+}
