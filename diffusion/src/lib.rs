@@ -1,21 +1,24 @@
 //! # diffusion
 //!
-//! DDPM on FashionMNIST with [candle](https://github.com/huggingface/candle), one course step per
-//! module, under the course's own names:
+//! Diffusion models on FashionMNIST with [candle](https://github.com/huggingface/candle), one
+//! course step per module, under the course's own names:
 //!
-//! | step of notebook 02 | item |
+//! | step of the course | item |
 //! | --- | --- |
 //! | the noise schedule `B`, `a`, `a_bar`, ... | [`Schedule`] |
 //! | one forward step, the closed form `q(x_t \| x_0)` | [`forward_step`], [`q`], [`q_with_noise`] |
-//! | the network | [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
+//! | notebook 02's network | [`notebook02`]: [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
+//! | what every network provides | [`NoisePredictor`] |
 //! | the loss | [`get_loss`] |
 //! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
 //! | training | [`Trainer`], [`TrainConfig`] |
 //! | data | [`data`] |
-//! | pictures | [`display`] |
+//! | pictures, a model summary | [`display`], [`summary`] |
+//! | checkpoints under PyTorch's names | [`checkpoint`] |
 //!
-//! Every function returns `anyhow::Result`, so a wrong shape or a timestep out of range is an
-//! error that says what was expected, never a panic.
+//! Bad input (a wrong shape or dtype, a timestep out of range, a missing or corrupt file) is an
+//! `anyhow` error that says what was expected and what to do, not a panic. The convolutions and
+//! normalisations run on the kernels of the `diffusion-kernels` crate.
 
 pub mod adam;
 pub mod checkpoint;

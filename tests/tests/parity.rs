@@ -140,9 +140,23 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
     let e = rel_err(&loss, &p["loss"]);
     assert!(e <= 1e-4, "loss: relative error {e}");
 
-    // Gradients: every trainable parameter. A bias feeding a BatchNorm has a true gradient of
-    // zero; it is measured against the norm of all gradients.
+    // Gradients: every trainable parameter against its own norm, except the biases of
+    // convolutions that feed a training-mode BatchNorm: the normalisation removes any constant
+    // shift, so their true gradient is zero, and they are measured against the norm of all
+    // gradients (PyTorch's are rounding noise).
     let data = varmap.data().lock().unwrap();
+    let feeds_batch_norm = |name: &str| -> bool {
+        let Some(layer) = name.strip_suffix(".bias") else {
+            return false;
+        };
+        let Some((prefix, index)) = layer.rsplit_once('.') else {
+            return false;
+        };
+        let Ok(i) = index.parse::<usize>() else {
+            return false;
+        };
+        data.contains_key(&format!("{prefix}.{}.running_mean", i + 1))
+    };
     let all: f64 = p
         .iter()
         .filter(|(k, _)| k.starts_with("grad."))
@@ -157,10 +171,10 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
             .unwrap_or_else(|| panic!("no gradient for {name}"));
         let scale = norm(want);
         let diff = norm(&(got - want).unwrap());
-        let e = if scale > 1e-3 * all {
-            diff / scale
-        } else {
+        let e = if feeds_batch_norm(name) {
             diff / all
+        } else {
+            diff / scale
         };
         assert!(
             e <= 1e-3,
@@ -173,6 +187,11 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
         data.iter().filter(|(n, _)| is_trainable(n)).count()
     );
     assert!(checked >= 50);
+    let zero_grad = data.keys().filter(|n| feeds_batch_norm(n)).count();
+    assert_eq!(
+        zero_grad, 11,
+        "the eleven convolutions in front of a BatchNorm"
+    );
 
     // Running statistics after the one training pass of the loss.
     for (prefix, bn) in unet.batch_norms() {
@@ -205,16 +224,19 @@ fn max_pool_gradient_is_pytorchs_whole_gradient() {
     let e = rel_err(ours, &p["pool.grad_in"]);
     assert!(e < 1e-6, "max-pool gradient: relative error {e}");
 
-    // candle 0.11's own max_pool2d passes a quarter of it: this is why the crate has its own.
+    // candle 0.11's own max_pool2d passed a quarter of it, which is why the crate has its own.
+    // Say which behaviour this candle has, without failing on a fixed one.
     let y = x.as_tensor().max_pool2d(2).unwrap();
     let loss = (y * &p["pool.grad_out"]).unwrap().sum_all().unwrap();
     let g = loss.backward().unwrap();
     let candle = g.get(x.as_tensor()).unwrap();
-    let quarter = (&p["pool.grad_in"] * 0.25).unwrap();
-    assert!(
-        rel_err(candle, &quarter) < 1e-6,
-        "candle's max_pool2d backward changed: re-check"
-    );
+    if rel_err(candle, &p["pool.grad_in"]) < 1e-6 {
+        eprintln!("note: candle's own max_pool2d backward now matches PyTorch");
+    } else {
+        let quarter = (&p["pool.grad_in"] * 0.25).unwrap();
+        let e = rel_err(candle, &quarter);
+        eprintln!("note: candle's own max_pool2d backward differs from PyTorch (quarter: {e:.1e})");
+    }
 }
 
 #[test]
