@@ -9,5 +9,5 @@ unset DIFFUSION_MAX_STEPS
 tmp="$(mktemp --suffix=.ipynb)"
 trap 'rm -f "$tmp"' EXIT
 "$VENV/bin/python" "$ROOT/scripts/nbrun.py" run "$NOTEBOOK" "$tmp"
-cp "$tmp" "$NOTEBOOK"
+cp "$tmp" "$NOTEBOOK.tmp$$" && mv "$NOTEBOOK.tmp$$" "$NOTEBOOK"  # never half a notebook
 say "outputs written to notebooks/02_diffusion.ipynb"

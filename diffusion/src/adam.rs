@@ -81,9 +81,21 @@ impl Adam {
         Ok(())
     }
 
-    /// `loss.backward()` followed by [`Adam::step`].
+    /// `loss.backward()` followed by [`Adam::step`], unless a gradient holds a NaN or an
+    /// infinity: then nothing is updated (weights, moments and step count stay as they were) and
+    /// the error names the first such parameter.
     pub fn backward_step(&mut self, params: &[(String, Var)], loss: &Tensor) -> Result<()> {
         let grads = loss.backward()?;
+        for (name, w) in params {
+            if let Some(g) = grads.get(w.as_tensor()) {
+                let total = g.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+                if !total.to_scalar::<f64>()?.is_finite() {
+                    candle_core::bail!(
+                        "the gradient of `{name}` is not finite (NaN or infinite): no weight was updated"
+                    );
+                }
+            }
+        }
         self.step(params, &grads)
     }
 }

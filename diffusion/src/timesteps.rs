@@ -23,7 +23,7 @@ pub fn check(t: &Tensor, batch: usize, steps: usize) -> Result<Vec<i64>> {
         DType::I64 => t.to_vec1::<i64>()?,
         DType::U32 => t.to_vec1::<u32>()?.into_iter().map(i64::from).collect(),
         DType::U8 => t.to_vec1::<u8>()?.into_iter().map(i64::from).collect(),
-        other => bail!("timesteps must be integers (U32 or I64), got {other:?}"),
+        other => bail!("timesteps must be integers (U8, U32 or I64), got {other:?}"),
     };
     if let Some(v) = values.iter().find(|v| **v < 0 || **v >= steps as i64) {
         bail!(

@@ -237,8 +237,8 @@ impl<M: NoisePredictor> Trainer<M> {
     /// One optimisation step on a batch `x_0` (`[B, 1, 16, 16]`, already augmented): draws
     /// timesteps and noise, computes the loss, and updates the weights. Returns the loss.
     ///
-    /// If the loss is NaN or infinite the weights and BatchNorm statistics are left as they were
-    /// and an error says so.
+    /// If the loss, or a gradient, is NaN or infinite, the weights, the optimizer's state and the
+    /// BatchNorm statistics are left as they were and an error says so.
     pub fn train_step(&mut self, x_0: &Tensor) -> Result<f32> {
         self.own_tensors()?;
         crate::network::check_images(&self.model, x_0)
@@ -258,7 +258,14 @@ impl<M: NoisePredictor> Trainer<M> {
                 self.step
             );
         }
-        self.opt.backward_step(&self.params, &loss)?;
+        if let Err(e) = self.opt.backward_step(&self.params, &loss) {
+            self.restore_bn_state(saved)?;
+            return Err(anyhow::Error::from(e).context(format!(
+                "training stopped at step {}: the weights are those of step {} (lower the learning rate or check the data)",
+                self.step + 1,
+                self.step
+            )));
+        }
         self.step += 1;
         self.losses.push(value);
         Ok(value)

@@ -156,6 +156,20 @@ fn prepare(root: &Path, work: &Path, notebook: &Value) -> Result<PathBuf> {
     if !lock.exists() {
         std::fs::copy(root.join("Cargo.lock"), &lock)?;
     }
+    // Start from the build `make setup` warmed (notebooks/.evcxr): cargo reuses the compiled
+    // registry crates and rebuilds only the project's own, whose paths differ here.
+    let target = nb_dir.join(".evcxr/target");
+    let warm = root.join("notebooks/.evcxr/target");
+    if !target.exists() && warm.exists() {
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&warm)
+            .arg(&target)
+            .status();
+        if !copied.is_ok_and(|s| s.success()) {
+            let _ = std::fs::remove_dir_all(&target); // a cold build then, not a broken one
+        }
+    }
     let path = nb_dir.join("02_diffusion.ipynb");
     std::fs::write(&path, serde_json::to_string_pretty(notebook)?)?;
     Ok(path)

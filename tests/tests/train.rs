@@ -162,3 +162,67 @@ fn ddim_with_every_step_visits_every_timestep() {
     let ts = diffusion::sample::ddim_timesteps(150, 4).unwrap();
     assert_eq!(ts, vec![149, 99, 50, 0]);
 }
+
+/// `e = sqrt(w) x_t` with one weight `w`: at `w = 0` the loss is finite but its gradient is not
+/// (the derivative of the square root at 0); at a huge `w` the loss itself overflows.
+struct SqrtNet {
+    w: Tensor,
+    init: f64,
+}
+
+impl diffusion::NoisePredictor for SqrtNet {
+    type Config = f64;
+    fn build(init: f64, vb: candle_nn::VarBuilder) -> anyhow::Result<Self> {
+        let w = vb.get_with_hints(1, "w", candle_nn::Init::Const(init))?;
+        Ok(Self { w, init })
+    }
+    fn config(&self) -> f64 {
+        self.init
+    }
+    fn steps(&self) -> usize {
+        150
+    }
+    fn image_shape(&self) -> [usize; 3] {
+        [1, 16, 16]
+    }
+    fn predict_noise(&self, x_t: &Tensor, _: &Tensor, _: bool) -> anyhow::Result<Tensor> {
+        Ok(x_t.broadcast_mul(&self.w.sqrt()?)?)
+    }
+}
+
+fn sqrt_trainer(init: f64) -> Trainer<SqrtNet> {
+    Trainer::<SqrtNet>::for_network(init, config(3), &Device::Cpu).unwrap()
+}
+
+fn w_of(t: &Trainer<SqrtNet>) -> f32 {
+    t.model.w.to_vec1::<f32>().unwrap()[0]
+}
+
+#[test]
+fn a_finite_loss_with_a_non_finite_gradient_updates_nothing() {
+    let mut trainer = sqrt_trainer(0.0);
+    let batch = toy_images().narrow(0, 0, 32).unwrap();
+    let e = format!("{:#}", trainer.train_step(&batch).unwrap_err());
+    assert!(e.contains("not finite") && e.contains("`w`"), "{e}");
+    assert!(e.contains("weights are those of step 0"), "{e}");
+    assert_eq!(w_of(&trainer), 0.0, "the weight stays as it was, not NaN");
+    assert_eq!(trainer.step, 0);
+    assert!(trainer.losses.is_empty());
+    // train() stops with the same error and returns it
+    let e = trainer.train(&toy_images(), 0, |_, _| Ok(())).unwrap_err();
+    assert!(format!("{e:#}").contains("not finite"), "{e:#}");
+    assert_eq!(w_of(&trainer), 0.0);
+}
+
+#[test]
+fn an_infinite_loss_stops_training_before_any_update() {
+    let mut trainer = sqrt_trainer(1e38);
+    let batch = (toy_images().narrow(0, 0, 32).unwrap() * 10.0).unwrap();
+    let e = trainer.train_step(&batch).unwrap_err().to_string();
+    assert!(
+        e.contains("the loss became inf") && e.contains("step 1"),
+        "{e}"
+    );
+    assert_eq!(w_of(&trainer), 1e38);
+    assert_eq!(trainer.step, 0);
+}

@@ -10,6 +10,30 @@ fn parameter_count_matches_the_course() {
     assert_eq!(count_parameters(&varmap), 240_385);
 }
 
+/// The summary's layers add up to the course's count, and its shapes are those the forward pass
+/// produces: the bottleneck at 4 x 4, the output the image's shape.
+#[test]
+fn the_summary_adds_up_to_the_course_count() {
+    let (unet, _) = new_unet(&Device::Cpu).unwrap();
+    let summary = unet.summary();
+    assert_eq!(summary.parameters(), 240_385);
+    let layer = |name: &str| {
+        summary
+            .layers
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(layer("down2").output, [64, 4, 4]);
+    assert_eq!(layer("up2").output, [16, 16, 16]);
+    assert_eq!(layer("out").output, [1, 16, 16]);
+    // temb_1: Linear(1, 64) and Linear(64, 64)
+    assert_eq!(layer("temb_1").parameters, (64 + 64) + (64 * 64 + 64));
+    let text = summary.to_string();
+    assert!(text.contains("total parameters: 240,385"), "{text}");
+}
+
 #[test]
 fn state_dict_has_pytorch_names_and_shapes() {
     let (_, varmap) = new_unet(&Device::Cpu).unwrap();

@@ -180,3 +180,78 @@ pub fn conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv(kind))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_close, grads_of, random};
+    use candle_core::{Device, Var};
+
+    /// The fast op and the reference path (candle's own operations) on the same random input:
+    /// output within 1e-5, and the gradients of `x`, `W` and `b` within 1e-4.
+    fn matches_reference(kind: ConvKind, shape: [usize; 4], o: usize) -> Result<()> {
+        let dev = Device::Cpu;
+        let [n, c, h, w] = shape;
+        let kernel = match kind {
+            ConvKind::Conv3x3 => [o, c, 3, 3],
+            ConvKind::Transpose3x3S2 => [c, o, 3, 3],
+        };
+        let x = Var::from_tensor(&random(&shape, 10, &dev)?)?;
+        let wt = Var::from_tensor(&random(&kernel, 11, &dev)?)?;
+        let b = Var::from_tensor(&random(&[o], 12, &dev)?)?;
+        let (ho, wo) = kind.output_hw(ConvShape::new(n, c, h, w, o));
+        let up = random(&[n, o, ho, wo], 13, &dev)?;
+        let fast = conv(kind, &x, &wt, &b)?;
+        let slow = match kind {
+            ConvKind::Conv3x3 => crate::reference::conv3x3(&x, &wt, &b)?,
+            ConvKind::Transpose3x3S2 => crate::reference::conv_transpose3x3_s2(&x, &wt, &b)?,
+        };
+        check_close(&fast, &slow, 1e-5, &format!("{kind:?} forward"))?;
+        let vars = [x.as_tensor(), wt.as_tensor(), b.as_tensor()];
+        let gf = grads_of(&fast, &up, &vars)?;
+        let gs = grads_of(&slow, &up, &vars)?;
+        for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db"]) {
+            check_close(f, s, 1e-4, &format!("{kind:?} {name}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn both_convolutions_match_the_reference_at_the_networks_shapes() -> Result<()> {
+        use ConvKind::*;
+        for (shape, o) in [
+            ([8, 1, 16, 16], 16),
+            ([8, 16, 16, 16], 32),
+            ([8, 32, 8, 8], 64),
+            ([8, 64, 4, 4], 64),
+            ([8, 16, 16, 16], 1),
+        ] {
+            matches_reference(Conv3x3, shape, o)?;
+        }
+        matches_reference(Transpose3x3S2, [8, 128, 4, 4], 32)?;
+        matches_reference(Transpose3x3S2, [8, 64, 8, 8], 16)
+    }
+
+    #[test]
+    fn single_images_and_odd_sizes_match_the_reference() -> Result<()> {
+        matches_reference(ConvKind::Conv3x3, [1, 16, 16, 16], 32)?;
+        matches_reference(ConvKind::Conv3x3, [3, 2, 1, 5], 3)?;
+        matches_reference(ConvKind::Transpose3x3S2, [1, 128, 4, 4], 32)?;
+        matches_reference(ConvKind::Transpose3x3S2, [3, 2, 1, 3], 4)
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_fit_is_an_error() {
+        let e = ConvKind::Conv3x3
+            .shape((1, 4, 8, 8), &[8, 3, 3, 3])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("does not take 4 input channels"),
+            "{e}"
+        );
+        let e = ConvKind::Transpose3x3S2
+            .shape((1, 4, 8, 8), &[4, 8, 2, 2])
+            .unwrap_err();
+        assert!(e.to_string().contains("3x3 kernel"), "{e}");
+    }
+}

@@ -71,11 +71,12 @@ mod sse {
         (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
     }
 
-    // SAFETY (all functions): SSE is part of x86-64, and every load or store at `p` has
-    // `p + 4 <= head <= len` of the rows it touches, which have equal lengths.
+    // Each function below takes `head` from the shortest of its rows, so that each load or
+    // store at `p` stays inside every row it touches; SSE is part of x86-64.
 
     pub fn sum(x: &[f32]) -> (usize, f32) {
         let head = x.len() / 8 * 8;
+        // SAFETY: loads at `p` and `p + 4` with `p + 8 <= head <= x.len()`; SSE is always there.
         unsafe {
             let (mut a, mut b) = (_mm_setzero_ps(), _mm_setzero_ps());
             let ptr = x.as_ptr();
@@ -89,6 +90,7 @@ mod sse {
 
     pub fn sum_sq_dev(x: &[f32], m: f32) -> (usize, f32) {
         let head = x.len() / 8 * 8;
+        // SAFETY: loads at `p` and `p + 4` with `p + 8 <= head <= x.len()`; SSE is always there.
         unsafe {
             let (mut a, mut b) = (_mm_setzero_ps(), _mm_setzero_ps());
             let (ptr, mv) = (x.as_ptr(), _mm_set1_ps(m));
@@ -103,7 +105,9 @@ mod sse {
     }
 
     pub fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], m: f32, relu: bool) -> (usize, [f32; 3]) {
-        let head = x.len() / 4 * 4;
+        let head = x.len().min(y.len()).min(dy.len()) / 4 * 4;
+        // SAFETY: four-value loads at `p` of `x`, `y` and `dy`, with `p + 4 <= head`, which is at
+        // most each of their lengths; SSE is always there.
         unsafe {
             let (mut a, mut b, mut s) = (_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps());
             let (mv, zero) = (_mm_set1_ps(m), _mm_setzero_ps());
@@ -129,8 +133,10 @@ mod sse {
         coef: [f32; 4],
         relu: bool,
     ) -> usize {
-        let head = out.len() / 4 * 4;
+        let head = out.len().min(x.len()).min(y.len()).min(dy.len()) / 4 * 4;
         let [m, a, k, d] = coef;
+        // SAFETY: four-value loads and stores at `p` of `out`, `x`, `y` and `dy`, with
+        // `p + 4 <= head`, which is at most each of their lengths; SSE is always there.
         unsafe {
             let (mv, av) = (_mm_set1_ps(m), _mm_set1_ps(a));
             let (kv, dv, zero) = (_mm_set1_ps(k), _mm_set1_ps(d), _mm_setzero_ps());
@@ -148,7 +154,9 @@ mod sse {
     }
 
     pub fn affine(out: &mut [f32], x: &[f32], m: f32, a: f32, b: f32, relu: bool) -> usize {
-        let head = out.len() / 4 * 4;
+        let head = out.len().min(x.len()) / 4 * 4;
+        // SAFETY: four-value loads of `x` and stores to `out` at `p`, with `p + 4 <= head`,
+        // which is at most both lengths; SSE is always there.
         unsafe {
             let (mv, av) = (_mm_set1_ps(m), _mm_set1_ps(a));
             let (bv, zero) = (_mm_set1_ps(b), _mm_setzero_ps());
