@@ -67,21 +67,7 @@ fn a_pytorch_state_dict_loads_and_writes_back_unchanged() {
     save(&varmap, &path).unwrap();
     let before = read_tensors(&fixture("weights.safetensors")).unwrap();
     let after = read_tensors(&path).unwrap();
-    assert_eq!(before.len(), after.len());
-    for (k, v) in &before {
-        let w = &after[k];
-        assert_eq!((v.dims(), v.dtype()), (w.dims(), w.dtype()), "{k}");
-        let d = (v.to_dtype(candle_core::DType::F64).unwrap()
-            - w.to_dtype(candle_core::DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-        assert_eq!(d, 0.0, "{k}");
-    }
+    diffusion_tests::assert_same_state(&before, &after);
 }
 
 #[test]
