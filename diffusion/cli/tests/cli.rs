@@ -57,7 +57,29 @@ fn train_then_sample_writes_checkpoint_losses_grid_and_npy() {
         .chunks(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
+    // the file holds the sampler's images for that seed (clamped to [-1, 1] for the picture and
+    // the file alike), not merely values in range
+    let dev = candle_core::Device::Cpu;
+    let (unet, _) = diffusion::checkpoint::load_unet(&ckpt, &dev).unwrap();
+    let schedule = diffusion::Schedule::course(&dev).unwrap();
+    let want = diffusion::sample_ddim(&unet, &schedule, 3, 5, &mut diffusion::Rng::new(0))
+        .unwrap()
+        .images
+        .clamp(-1f32, 1f32)
+        .unwrap();
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let diff = values
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff < 1e-5,
+        "samples.npy differs from the sampler's images by {diff}"
+    );
+    assert!(
+        values.iter().any(|v| v.abs() > 0.01),
+        "the images are not blank"
+    );
     let png = image::open(out.join("samples.png")).unwrap();
     assert!(png.width() > 16 && png.height() > 16);
 }
@@ -100,14 +122,77 @@ fn errors_go_to_stderr_with_a_failing_exit() {
         stderr(&o)
     );
 
+    // runtime errors exit with 1, usage errors (clap) with 2
+    assert_eq!(o.status.code(), Some(1));
+    let o = diffusion(&["train", "--epochs", "many"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid value 'many'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = diffusion(&["sample", "--sampler", "euler"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ddpm") && stderr(&o).contains("ddim"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--n 0` is refused for what it is, with a checkpoint that exists.
+#[test]
+fn sampling_zero_images_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/weights.safetensors"
+    );
+    let out = tmp.path().join("out");
     let o = diffusion(&[
         "sample",
         "--n",
         "0",
         "--checkpoint",
-        missing.to_str().unwrap(),
+        ckpt,
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("asked for 0 images"), "{}", stderr(&o));
+    assert!(!out.join("samples.npy").exists(), "nothing is written");
+}
+
+#[test]
+fn data_finds_the_files_and_reports_each_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_data(&data, 40, 20);
+    let o = diffusion(&["data", "--data", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("already in"), "{stdout}");
+    assert!(stdout.contains("40 images [40, 1, 16, 16]"), "{stdout}");
+    assert!(stdout.contains("20 images [20, 1, 16, 16]"), "{stdout}");
+}
+
+#[test]
+fn bench_prints_its_three_timings() {
+    let o = diffusion(&["bench", "--runs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8_lossy(&o.stdout);
+    let ms: Vec<f64> = ["train_step_ms=", "sample150_ms=", "sample150x64_ms="]
+        .iter()
+        .map(|key| {
+            let rest = line
+                .split(key)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{key} in {line}"));
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(ms.iter().all(|&v| v > 0.0), "{line}");
+    assert!(ms[2] > ms[1], "64 images take longer than one: {line}");
 }
 
 #[test]
@@ -133,8 +218,30 @@ fn grade_lists_sets_and_grades_an_example() {
         "a graded file exits 0 whatever the score: {}",
         stderr(&o)
     );
+    // what the example file's comments say of each answer
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(json.is_object());
+    assert_eq!(json["set"], "assignment4");
+    let verdict = |id: &str| {
+        let q = json["questions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["id"] == id);
+        q.unwrap_or_else(|| panic!("{id} not in the report"))["verdict"].clone()
+    };
+    assert_eq!(verdict("q1"), "manual");
+    assert_eq!(verdict("q3"), "missing");
+    assert_eq!(verdict("q4"), "correct");
+    assert_eq!(verdict("q5"), "missing");
+    assert_eq!(verdict("q6a"), "unparseable");
+    assert_eq!(verdict("q6c"), "correct");
+    assert_eq!(json["unknown_ids"], serde_json::json!(["q7_b"]));
+    let correct = json["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["verdict"] == "correct");
+    assert_eq!(json["score"]["correct"], correct.count());
 
     let o = diffusion(&["grade", "--set", "no-such-set", example]);
     assert!(!o.status.success());
