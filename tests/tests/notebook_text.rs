@@ -1,0 +1,104 @@
+//! The numbers that notebook 02's prose states about its own run, checked against the outputs
+//! the committed notebook carries (so that a re-run whose numbers move makes the text fail).
+
+use serde_json::Value;
+
+fn notebook() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../notebooks/02_diffusion.ipynb"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect(),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The markdown of the cell whose first line is `heading`.
+fn markdown(nb: &Value, heading: &str) -> String {
+    nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(&c["source"]))
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("no cell {heading:?}"))
+}
+
+/// `(epoch, step, loss)` of the progress lines of the cell tagged `train`.
+fn progress(nb: &Value) -> Vec<(usize, usize, f64)> {
+    let cell = nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["metadata"]["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == "train"))
+        })
+        .expect("a cell tagged train");
+    let mut out = vec![];
+    for o in cell["outputs"].as_array().unwrap() {
+        for line in text(&o["text"]).lines() {
+            let parts: Vec<&str> = line.split('|').map(str::trim).collect();
+            let num = |p: &str, key: &str| p.strip_prefix(key).map(|v| v.trim().to_string());
+            if let (Some(e), Some(s), Some(l)) = (
+                parts.first().and_then(|p| num(p, "Epoch")),
+                parts.get(1).and_then(|p| num(p, "Step")),
+                parts.get(2).and_then(|p| num(p, "Loss:")),
+            ) {
+                out.push((e.parse().unwrap(), s.parse().unwrap(), l.parse().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The two numbers of "between A and B" in `s`.
+fn between(s: &str) -> (f64, f64) {
+    let flat = s.replace('\n', " ");
+    let rest = flat
+        .split("lies between ")
+        .nth(1)
+        .expect("a range `lies between A and B`");
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let num = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_digit() && c != '.')
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(words[1], "and");
+    (num(words[0]), num(words[2]))
+}
+
+#[test]
+fn the_training_text_states_the_committed_runs_loss_range_and_epoch_length() {
+    let nb = notebook();
+    let training = markdown(&nb, "## Training");
+    let (lo, hi) = between(&training);
+    let lines = progress(&nb);
+    assert!(
+        lines.len() >= 10,
+        "the committed run's progress lines: {lines:?}"
+    );
+    let last_epoch = lines.iter().map(|l| l.0).max().unwrap();
+    let last: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.0 == last_epoch)
+        .map(|l| l.2)
+        .collect();
+    assert!(
+        last.iter().all(|&l| (lo..=hi).contains(&l)),
+        "the text says the last epoch's losses lie in [{lo}, {hi}]; the run printed {last:?}"
+    );
+    // "One epoch is 60000 / 128 = 468 steps; the course trains for 3 epochs."
+    assert!(training.contains("60000 / 128 = 468 steps"), "{training}");
+    assert_eq!(60000 / 128, 468);
+    let final_step = lines.iter().map(|l| l.1).max().unwrap();
+    assert_eq!(final_step, 3 * 468, "three epochs of 468 steps");
+}
