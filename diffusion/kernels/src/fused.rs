@@ -18,7 +18,7 @@ use super::batch_norm::{backward_into as bn_backward, normalize, statistics, Sta
 use super::conv::bias_grad;
 pub use super::convolution::ConvKind;
 use super::gemm::{cpu_f32, with_f32, PoolBuf};
-use super::shape::dims4;
+use super::shape::{dims4, ConvShape};
 use super::BatchNormParams;
 
 /// The per-channel parameters a fused op takes in one tensor, always in this order: the
@@ -61,27 +61,147 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// What the forward pass keeps for the backward one.
+/// What the training forward pass keeps for the backward one.
 struct Saved {
     z: PoolBuf,
     stats: Stats,
 }
 
+/// Training (batch statistics, the slot for what backward needs) or evaluation (running
+/// statistics, folded into the convolution).
+enum Mode {
+    Train(Arc<Mutex<Option<Arc<Saved>>>>),
+    Eval,
+}
+
+/// `max(bn(conv(x, W) + b), 0)` as one custom op over `(x, W, packed parameters)`.
 struct ConvBnRelu {
     kind: ConvKind,
     eps: f64,
-    saved: Arc<Mutex<Option<Arc<Saved>>>>,
+    mode: Mode,
 }
 
 fn lock_error<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("conv-bn-relu: saved state lock poisoned".into())
 }
 
+impl ConvBnRelu {
+    fn evaluation(&self) -> bool {
+        matches!(self.mode, Mode::Eval)
+    }
+
+    /// `s = gamma / sqrt(running_var + eps)` per channel.
+    fn scale(&self, gamma: &[f32], running_var: &[f32]) -> Vec<f32> {
+        gamma
+            .iter()
+            .zip(running_var)
+            .map(|(&g, &v)| (g as f64 / (v as f64 + self.eps).sqrt()) as f32)
+            .collect()
+    }
+
+    /// Training: `z = conv(x, W) + b`, its batch statistics, `y = max(bn(z), 0)`; keeps `z` and
+    /// the statistics in `slot`.
+    fn forward_train(
+        &self,
+        slot: &Mutex<Option<Arc<Saved>>>,
+        x: &[f32],
+        wt: &[f32],
+        p: &Packed,
+        s: ConvShape,
+    ) -> Result<Vec<f32>> {
+        let z_len = self.kind.output_len(s);
+        let hw = z_len / (s.n * s.o).max(1);
+        let mut z = PoolBuf::new(z_len);
+        self.kind
+            .forward_into(x, s, wt, Some(p.bias), false, &mut z);
+        let stats = statistics(&z, s.n, s.o, hw, self.eps);
+        let scale: Vec<f32> = (0..s.o).map(|ch| p.gamma[ch] * stats.inv_std[ch]).collect();
+        let y = normalize(&z, s.n, s.o, hw, &stats.mean, &scale, p.beta, true);
+        *slot.lock().map_err(lock_error)? = Some(Arc::new(Saved { z, stats }));
+        Ok(y)
+    }
+
+    /// Evaluation: the batch norm folded into the convolution, `y = max(conv(x, s W) +
+    /// (b - mean) s + beta, 0)`.
+    fn forward_eval(&self, x: &[f32], wt: &[f32], p: &Packed, s: ConvShape) -> Vec<f32> {
+        let (mean, var) = p.running.unwrap_or_default();
+        let sc = self.scale(p.gamma, var);
+        let bias: Vec<f32> = (0..s.o)
+            .map(|ch| (p.bias[ch] - mean[ch]) * sc[ch] + p.beta[ch])
+            .collect();
+        let folded: Vec<f32> = wt
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * sc[self.kind.output_channel(i, s.o, wt.len())])
+            .collect();
+        let mut y = vec![0f32; self.kind.output_len(s)];
+        self.kind
+            .forward_into(x, s, &folded, Some(&bias), true, &mut y);
+        y
+    }
+
+    /// Training: the batch norm's and ReLU's backward pass, `(dz, [db, dgamma, dbeta])`.
+    fn dz_train(
+        &self,
+        saved: &Saved,
+        y: &[f32],
+        dy: &[f32],
+        p: &Packed,
+        s: ConvShape,
+    ) -> (PoolBuf, Vec<f32>) {
+        let hw = y.len() / (s.n * s.o).max(1);
+        let mut dz = PoolBuf::new(y.len());
+        let g = bn_backward(
+            &saved.z,
+            y,
+            dy,
+            s.n,
+            s.o,
+            hw,
+            p.gamma,
+            &saved.stats,
+            true,
+            &mut dz,
+        );
+        // Packed order: the conv bias (it feeds the batch norm: its gradient is the sum of dz),
+        // gamma, beta.
+        let mut dparams = g.dx_sums;
+        dparams.extend_from_slice(&g.dweight);
+        dparams.extend_from_slice(&g.dbias);
+        (dz, dparams)
+    }
+
+    /// Evaluation: with `s` a constant, `dz = s g` and `dbeta = sum g` for `g = dy [y > 0]`;
+    /// `(dz, [db, 0, dbeta, 0, 0])`.
+    fn dz_eval(&self, y: &[f32], dy: &[f32], p: &Packed, s: ConvShape) -> (PoolBuf, Vec<f32>) {
+        let (n, o) = (s.n, s.o);
+        let hw = y.len() / (n * o).max(1);
+        let sc = self.scale(p.gamma, p.running.unwrap_or_default().1);
+        let mut g = PoolBuf::new(y.len());
+        for ((gv, &yv), &dv) in g.iter_mut().zip(y).zip(dy) {
+            *gv = if yv > 0.0 { dv } else { 0.0 };
+        }
+        let mut dz = PoolBuf::new(y.len());
+        for (row, (gr, dzr)) in g.chunks_exact(hw).zip(dz.chunks_exact_mut(hw)).enumerate() {
+            let k = sc[row % o];
+            dzr.iter_mut().zip(gr).for_each(|(d, &gv)| *d = gv * k);
+        }
+        // Packed order: bias, gamma (a constant here), beta, mean, var.
+        let mut dparams = bias_grad(&dz, n, o, hw);
+        dparams.extend(std::iter::repeat_n(0.0, o));
+        dparams.extend(bias_grad(&g, n, o, hw));
+        dparams.extend(std::iter::repeat_n(0.0, 2 * o));
+        (dz, dparams)
+    }
+}
+
 impl CustomOp3 for ConvBnRelu {
     fn name(&self) -> &'static str {
-        match self.kind {
-            ConvKind::Conv3x3 => "conv3x3_bn_relu",
-            ConvKind::Transpose3x3S2 => "conv_transpose3x3_s2_bn_relu",
+        match (self.kind, self.evaluation()) {
+            (ConvKind::Conv3x3, false) => "conv3x3_bn_relu",
+            (ConvKind::Transpose3x3S2, false) => "conv_transpose3x3_s2_bn_relu",
+            (ConvKind::Conv3x3, true) => "conv3x3_bn_relu_eval",
+            (ConvKind::Transpose3x3S2, true) => "conv_transpose3x3_s2_bn_relu_eval",
         }
     }
 
@@ -97,19 +217,14 @@ impl CustomOp3 for ConvBnRelu {
         let s = self
             .kind
             .shape(dims4(l1, "conv-bn-relu input")?, l2.dims())?;
-        let (n, o) = (s.n, s.o);
-        let (ho, wo) = self.kind.output_hw(s);
         let (x, wt) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
-        let p = Packed::unpack(cpu_f32(s3, l3)?, o, false)?;
-        let hw = ho * wo;
-        let mut z = PoolBuf::new(n * o * hw);
-        self.kind
-            .forward_into(x, s, wt, Some(p.bias), false, &mut z);
-        let stats = statistics(&z, n, o, hw, self.eps);
-        let scale: Vec<f32> = (0..o).map(|ch| p.gamma[ch] * stats.inv_std[ch]).collect();
-        let y = normalize(&z, n, o, hw, &stats.mean, &scale, p.beta, true);
-        *self.saved.lock().map_err(lock_error)? = Some(Arc::new(Saved { z, stats }));
-        Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
+        let p = Packed::unpack(cpu_f32(s3, l3)?, s.o, self.evaluation())?;
+        let y = match &self.mode {
+            Mode::Train(slot) => self.forward_train(slot, x, wt, &p, s)?,
+            Mode::Eval => self.forward_eval(x, wt, &p, s),
+        };
+        let (ho, wo) = self.kind.output_hw(s);
+        Ok((CpuStorage::F32(y), Shape::from((s.n, s.o, ho, wo))))
     }
 
     fn bwd(
@@ -121,157 +236,28 @@ impl CustomOp3 for ConvBnRelu {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let s = self.kind.shape(x.dims4()?, wt.dims())?;
-        let (n, o) = (s.n, s.o);
-        let (ho, wo) = self.kind.output_hw(s);
-        let hw = ho * wo;
-        let saved = self
-            .saved
-            .lock()
-            .map_err(lock_error)?
-            .clone()
-            .ok_or_else(|| candle_core::Error::Msg("conv-bn-relu: no forward pass".into()))?;
-        let dev = x.device();
+        let saved = match &self.mode {
+            Mode::Train(slot) => {
+                Some(slot.lock().map_err(lock_error)?.clone().ok_or_else(|| {
+                    candle_core::Error::Msg("conv-bn-relu: no forward pass".into())
+                })?)
+            }
+            Mode::Eval => None,
+        };
         let (dz, dparams) = with_f32(res, |y| {
             with_f32(grad, |dy| {
                 with_f32(params, |p| {
-                    let p = Packed::unpack(p, o, false)?;
-                    let mut dz = PoolBuf::new(n * o * hw);
-                    let g = bn_backward(
-                        &saved.z,
-                        y,
-                        dy,
-                        n,
-                        o,
-                        hw,
-                        p.gamma,
-                        &saved.stats,
-                        true,
-                        &mut dz,
-                    );
-                    // Packed order: the conv bias (it feeds the batch norm: its gradient is the
-                    // sum of dz), gamma, beta.
-                    let mut dparams = g.dx_sums;
-                    dparams.extend_from_slice(&g.dweight);
-                    dparams.extend_from_slice(&g.dbias);
-                    Ok((dz, dparams))
+                    let p = Packed::unpack(p, s.o, self.evaluation())?;
+                    Ok(match &saved {
+                        Some(saved) => self.dz_train(saved, y, dy, &p, s),
+                        None => self.dz_eval(y, dy, &p, s),
+                    })
                 })
             })
         })?;
         let (dx, dw, _) = self.kind.backward(x, wt, None, &dz, s)?;
         let dp = if params.track_op() {
-            Some(Tensor::from_vec(dparams, 3 * o, dev)?)
-        } else {
-            None
-        };
-        Ok((dx, dw, dp))
-    }
-}
-
-/// The evaluation-mode op over `(x, w, [b, gamma, beta, running_mean, running_var])`.
-struct ConvBnReluEval {
-    kind: ConvKind,
-    eps: f64,
-}
-
-impl ConvBnReluEval {
-    /// `s = gamma / sqrt(running_var + eps)` per channel.
-    fn scale(&self, gamma: &[f32], running_var: &[f32]) -> Vec<f32> {
-        gamma
-            .iter()
-            .zip(running_var)
-            .map(|(&g, &v)| (g as f64 / (v as f64 + self.eps).sqrt()) as f32)
-            .collect()
-    }
-}
-
-impl CustomOp3 for ConvBnReluEval {
-    fn name(&self) -> &'static str {
-        match self.kind {
-            ConvKind::Conv3x3 => "conv3x3_bn_relu_eval",
-            ConvKind::Transpose3x3S2 => "conv_transpose3x3_s2_bn_relu_eval",
-        }
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let shape = self
-            .kind
-            .shape(dims4(l1, "conv-bn-relu input")?, l2.dims())?;
-        let (n, o) = (shape.n, shape.o);
-        let (ho, wo) = self.kind.output_hw(shape);
-        let (x, wt) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
-        let p = Packed::unpack(cpu_f32(s3, l3)?, o, true)?;
-        let (mean, var) = p.running.unwrap_or_default();
-        let s = self.scale(p.gamma, var);
-        // The folded bias (b - mean) s + beta, and kernel s W (per output channel).
-        let bias: Vec<f32> = (0..o)
-            .map(|ch| (p.bias[ch] - mean[ch]) * s[ch] + p.beta[ch])
-            .collect();
-        let folded: Vec<f32> = wt
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * s[self.kind.output_channel(i, o, wt.len())])
-            .collect();
-        let mut y = vec![0f32; n * o * ho * wo];
-        self.kind
-            .forward_into(x, shape, &folded, Some(&bias), true, &mut y);
-        Ok((CpuStorage::F32(y), Shape::from((n, o, ho, wo))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wt: &Tensor,
-        params: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let shape = self.kind.shape(x.dims4()?, wt.dims())?;
-        let (n, o) = (shape.n, shape.o);
-        let (ho, wo) = self.kind.output_hw(shape);
-        let hw = ho * wo;
-        let dev = x.device();
-        let (dz, dparams) = with_f32(res, |y| {
-            with_f32(grad, |dy| {
-                with_f32(params, |p| {
-                    let p = Packed::unpack(p, o, true)?;
-                    let s = self.scale(p.gamma, p.running.unwrap_or_default().1);
-                    let mut dz = PoolBuf::new(n * o * hw);
-                    for (row, ((yr, gr), dzr)) in y
-                        .chunks_exact(hw)
-                        .zip(dy.chunks_exact(hw))
-                        .zip(dz.chunks_exact_mut(hw))
-                        .enumerate()
-                    {
-                        let sc = s[row % o];
-                        for ((d, &yv), &gv) in dzr.iter_mut().zip(yr).zip(gr) {
-                            *d = if yv > 0.0 { gv * sc } else { 0.0 };
-                        }
-                    }
-                    // dbeta = sum g = (sum dz) / s, computed from g directly.
-                    let mut g = PoolBuf::new(n * o * hw);
-                    for ((gv, &yv), &dv) in g.iter_mut().zip(y).zip(dy) {
-                        *gv = if yv > 0.0 { dv } else { 0.0 };
-                    }
-                    // Packed order: bias, gamma (a constant here), beta, mean, var.
-                    let mut dparams = bias_grad(&dz, n, o, hw);
-                    dparams.extend(std::iter::repeat_n(0.0, o));
-                    dparams.extend(bias_grad(&g, n, o, hw));
-                    dparams.extend(std::iter::repeat_n(0.0, 2 * o));
-                    Ok((dz, dparams))
-                })
-            })
-        })?;
-        let (dx, dw, _) = self.kind.backward(x, wt, None, &dz, shape)?;
-        let dp = if params.track_op() {
-            Some(Tensor::from_vec(dparams, 5 * o, dev)?)
+            Some(Tensor::from_vec(dparams, params.shape(), x.device())?)
         } else {
             None
         };
@@ -296,9 +282,12 @@ pub fn conv_bn_relu_eval(
         &bn.running_mean.detach(),
         &bn.running_var.detach(),
     ])?;
-    let eps = bn.eps;
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &params, ConvBnReluEval { kind, eps })
+    let op = ConvBnRelu {
+        kind,
+        eps: bn.eps,
+        mode: Mode::Eval,
+    };
+    x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)
 }
 
 /// `max(bn(conv(x, w) + b), 0)` with batch statistics, for CPU `f32` tensors: `(y, mean, biased
@@ -315,7 +304,7 @@ pub fn conv_bn_relu_train(
     let op = ConvBnRelu {
         kind,
         eps: bn.eps,
-        saved: saved.clone(),
+        mode: Mode::Train(saved.clone()),
     };
     let y = x
         .contiguous()?
