@@ -149,9 +149,8 @@ fn rates(runs: usize) -> Result<()> {
         ];
         let macs = (n * o * c * 9 * s * s) as f64;
         fast_rate(&format!("cbr {c}->{o} @{s}"), runs, macs, &v, |t| {
-            ops::conv_bn_relu_train(ops::ConvKind::Conv3x3, t[0], t[1], t[2], &bn(t, eps))?
-                .0
-                .sum_all()
+            let p = conv_bn(ops::ConvKind::Conv3x3, t, eps);
+            ops::conv_bn_relu_train(t[0], &p)?.0.sum_all()
         })?;
     }
     for (c, o, s) in [(128, 32, 4), (64, 16, 8)] {
@@ -164,10 +163,8 @@ fn rates(runs: usize) -> Result<()> {
         ];
         let macs = (n * o * c * 9 * s * s) as f64;
         fast_rate(&format!("ctbr {c}->{o} @{s}"), runs, macs, &v, |t| {
-            let kind = ops::ConvKind::Transpose3x3S2;
-            ops::conv_bn_relu_train(kind, t[0], t[1], t[2], &bn(t, eps))?
-                .0
-                .sum_all()
+            let p = conv_bn(ops::ConvKind::Transpose3x3S2, t, eps);
+            ops::conv_bn_relu_train(t[0], &p)?.0.sum_all()
         })?;
     }
     let v = [var(&[n, 16, 16, 16])?, var(&[1, 16, 3, 3])?, var(&[1])?];
@@ -277,15 +274,21 @@ fn phases(runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// The batch norm of a fused op from its inputs `[x, w, b, gamma, beta]` (training reads no
+/// The parameters of a fused op from its inputs `[x, w, b, gamma, beta]` (training reads no
 /// running statistics).
-fn bn<'a>(t: &[&'a Tensor], eps: f64) -> ops::BatchNormParams<'a> {
-    ops::BatchNormParams {
+fn conv_bn<'a>(kind: ops::ConvKind, t: &[&'a Tensor], eps: f64) -> ops::ConvBn<'a> {
+    let bn = ops::BatchNormParams {
         gamma: t[3],
         beta: t[4],
         running_mean: t[3],
         running_var: t[4],
         eps,
+    };
+    ops::ConvBn {
+        kind,
+        w: t[1],
+        b: t[2],
+        bn,
     }
 }
 
@@ -364,7 +367,7 @@ fn direct_vs_gemm(runs: usize) -> Result<()> {
             let (f, g) = with_path(path, || -> Result<_> {
                 let f = time(runs, || {
                     let shape = ops::ConvShape::new(n, c, s, s, o);
-                    conv::conv3x3_forward_into(&x, shape, &wt, None, false, &mut y);
+                    conv::conv3x3_forward_into(&x, shape, ops::Filter::new(&wt, None), &mut y);
                     Ok(())
                 })?;
                 let g = time(runs, || {

@@ -196,7 +196,7 @@ impl BatchNorm2d {
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        use diffusion_kernels::{conv_bn_relu_eval, conv_bn_relu_train, BatchNormParams};
+        use diffusion_kernels::{conv_bn_relu_eval, conv_bn_relu_train, BatchNormParams, ConvBn};
         let bn = BatchNormParams {
             gamma: &self.weight,
             beta: &self.bias,
@@ -204,13 +204,14 @@ impl BatchNorm2d {
             running_var: self.running_var.as_tensor(),
             eps: BN_EPS,
         };
+        let p = ConvBn { kind, w, b, bn };
         if train {
-            let (y, mean, var) = conv_bn_relu_train(kind, x, w, b, &bn)?;
+            let (y, mean, var) = conv_bn_relu_train(x, &p)?;
             let (n, _, h, w) = y.dims4()?;
             self.record(&mean, &var, n * h * w)?;
             Ok(y)
         } else {
-            conv_bn_relu_eval(kind, x, w, b, &bn)
+            conv_bn_relu_eval(x, &p)
         }
     }
 }

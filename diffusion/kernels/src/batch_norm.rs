@@ -8,9 +8,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 
-use super::gemm::{cpu_f32, for_each_images, sum_over_images, with_f32};
+use super::gemm::{for_each_images, sum_over_images, with_f32};
+use super::op::{apply, grad_for, F32Op3, Grads3};
 use super::shape::dims4;
 use super::simd;
 
@@ -91,24 +92,6 @@ pub(crate) fn normalize(
     y
 }
 
-/// The gradients `(dx, dweight, dbias)`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    weight: &[f32],
-    st: &Stats,
-    relu: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0f32; n * c * hw];
-    let g = backward_into(x, y, dy, n, c, hw, weight, st, relu, &mut dx);
-    (dx, g.dweight, g.dbias)
-}
-
 /// The parameter gradients of a batch norm, and the per-channel sum of its input gradient.
 pub(crate) struct BnGrads {
     pub dweight: Vec<f32>,
@@ -118,20 +101,33 @@ pub(crate) struct BnGrads {
     pub dx_sums: Vec<f32>,
 }
 
-/// [`backward`] writing `dx` into `dx`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_into(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    n: usize,
-    c: usize,
-    hw: usize,
-    weight: &[f32],
-    st: &Stats,
-    relu: bool,
-    dx: &mut [f32],
-) -> BnGrads {
+/// What a batch norm's backward pass reads of its forward pass: the input `x` and output `y`
+/// (`n` images of `c` planes of `hw` values), the weight, the batch statistics and whether a
+/// ReLU followed.
+pub(crate) struct BnForward<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub weight: &'a [f32],
+    pub st: &'a Stats,
+    pub relu: bool,
+}
+
+/// The input gradient for the output gradient `dy`, written into `dx`, and the parameter
+/// gradients.
+pub(crate) fn backward_into(f: &BnForward, dy: &[f32], dx: &mut [f32]) -> BnGrads {
+    let BnForward {
+        x,
+        y,
+        n,
+        c,
+        hw,
+        weight,
+        st,
+        relu,
+    } = *f;
     let sums = channel_sums::<3>(n, c, hw, |ch, at| {
         let r = at..at + hw;
         simd::grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], st.mean[ch], relu)
@@ -190,7 +186,7 @@ impl BatchNormTrain {
     }
 }
 
-impl CustomOp3 for BatchNormTrain {
+impl F32Op3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         if self.relu {
             "batch_norm_relu_train"
@@ -199,24 +195,17 @@ impl CustomOp3 for BatchNormTrain {
         }
     }
 
-    fn cpu_fwd(
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = dims4(l1, "batch norm input")?;
-        if l2.dims() != [c] || l3.dims() != [c] {
+        [(x, lx), (weight, lw), (bias, lb)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let (n, c, h, w) = dims4(lx, "batch norm input")?;
+        if lw.dims() != [c] || lb.dims() != [c] {
+            let (wd, bd) = (lw.dims(), lb.dims());
             candle_core::bail!(
-                "batch norm: expected weight and bias of shape [{c}], got {:?} and {:?}",
-                l2.dims(),
-                l3.dims()
+                "batch norm: expected weight and bias of [{c}], got {wd:?} and {bd:?}"
             );
         }
-        let (x, weight, bias) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
         let hw = h * w;
         let st = statistics(x, n, c, hw, self.eps);
         let scale: Vec<f32> = (0..c).map(|ch| weight[ch] * st.inv_std[ch]).collect();
@@ -226,44 +215,42 @@ impl CustomOp3 for BatchNormTrain {
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch norm: statistics lock poisoned".into()))?;
         *guard = Some(st);
-        Ok((CpuStorage::F32(y), Shape::from((n, c, h, w))))
+        Ok((y, Shape::from((n, c, h, w))))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: &Tensor,
+        [x, weight, bias]: [&Tensor; 3],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let (n, c, h, w) = x.dims4()?;
         let st = self.stats()?;
-        let dev = x.device();
-        let (dx, dw, db) = with_f32(x, |xv| {
-            with_f32(res, |yv| {
+        let (dx, g) = with_f32(x, |x| {
+            with_f32(res, |y| {
                 with_f32(grad, |dy| {
-                    with_f32(weight, |wv| {
-                        Ok(backward(xv, yv, dy, n, c, h * w, wv, &st, self.relu))
+                    with_f32(weight, |weight| {
+                        let (hw, relu) = (h * w, self.relu);
+                        let f = BnForward {
+                            x,
+                            y,
+                            n,
+                            c,
+                            hw,
+                            weight,
+                            st: &st,
+                            relu,
+                        };
+                        let mut dx = vec![0f32; x.len()];
+                        let g = backward_into(&f, dy, &mut dx);
+                        Ok((dx, g))
                     })
                 })
             })
         })?;
-        let dx = if x.track_op() {
-            Some(Tensor::from_vec(dx, (n, c, h, w), dev)?)
-        } else {
-            None
-        };
-        let dw = if weight.track_op() {
-            Some(Tensor::from_vec(dw, c, dev)?)
-        } else {
-            None
-        };
-        let db = if bias.track_op() {
-            Some(Tensor::from_vec(db, c, dev)?)
-        } else {
-            None
-        };
+        let dx = grad_for(x, || Ok(dx))?;
+        let dw = grad_for(weight, || Ok(g.dweight))?;
+        let db = grad_for(bias, || Ok(g.dbias))?;
         Ok((dx, dw, db))
     }
 }
@@ -283,11 +270,7 @@ pub fn batch_norm_train(
         relu,
         stats: stats.clone(),
     };
-    let y = x.contiguous()?.apply_op3_arc(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        Arc::new(Box::new(op)),
-    )?;
+    let y = apply(op, [x, weight, bias])?;
     let st = stats
         .lock()
         .map_err(|_| candle_core::Error::Msg("batch norm: statistics lock poisoned".into()))?

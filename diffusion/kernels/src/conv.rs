@@ -9,7 +9,7 @@
 
 use super::convolution::ConvKind;
 use super::gemm::{for_each_images, inner_parallelism, sgemm, sum_over_images, with_scratch, Mat};
-use super::shape::ConvShape;
+use super::shape::{ConvShape, Filter};
 use candle_core::{Result, Tensor};
 
 /// Fills `col` (`[c*9, h*w]`) with `col[i*9 + kh*3 + kw, y*w + x] = x[i, y+kh-1, x+kw-1]`, zero
@@ -47,22 +47,16 @@ pub fn im2col3x3(x: &[f32], c: usize, h: usize, w: usize, col: &mut [f32]) {
 /// `y = conv3x3(x, w) + b` for `x` `[n, c, h, w]`, `w` `[o, c, 3, 3]`, `b` `[o]` (or no bias).
 pub fn conv3x3_forward(x: &[f32], s: ConvShape, wt: &[f32], b: Option<&[f32]>) -> Vec<f32> {
     let mut y = vec![0f32; s.n * s.o * s.hw()];
-    conv3x3_forward_into(x, s, wt, b, false, &mut y);
+    conv3x3_forward_into(x, s, Filter::new(wt, b), &mut y);
     y
 }
 
-/// [`conv3x3_forward`] writing into `y` (`n * o * h * w` values), then `max(y, 0)` if `relu`:
-/// with the direct kernels of [`super::direct`] where they apply, else as matrix products.
-pub fn conv3x3_forward_into(
-    x: &[f32],
-    s: ConvShape,
-    wt: &[f32],
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
-    if !super::direct::conv3x3_into(x, s, wt, b, relu, y) {
-        gemm_forward_into(x, s, wt, b, relu, y);
+/// `y = conv3x3(x, f.weight) + f.bias` written into `y` (`n * o * h * w` values), then
+/// `max(y, 0)` if `f.relu`: with the direct kernels of [`super::direct`] where they apply, else
+/// as matrix products.
+pub fn conv3x3_forward_into(x: &[f32], s: ConvShape, f: Filter, y: &mut [f32]) {
+    if !super::direct::conv3x3_into(x, s, f, y) {
+        gemm_forward_into(x, s, f, y);
     }
 }
 
@@ -74,28 +68,16 @@ pub fn conv3x3_input_grad(dy: &[f32], s: ConvShape, wt: &[f32]) -> Vec<f32> {
 
 /// The forward pass as matrix products (im2col), whatever the processor and plane size.
 #[cfg(test)]
-pub(crate) fn conv3x3_forward_gemm(
-    x: &[f32],
-    s: ConvShape,
-    wt: &[f32],
-    b: Option<&[f32]>,
-    relu: bool,
-) -> Vec<f32> {
+pub(crate) fn conv3x3_forward_gemm(x: &[f32], s: ConvShape, f: Filter) -> Vec<f32> {
     let mut y = vec![0f32; s.n * s.o * s.hw()];
-    gemm_forward_into(x, s, wt, b, relu, &mut y);
+    gemm_forward_into(x, s, f, &mut y);
     y
 }
 
 /// `y_n = W col(x_n) + b` for each image.
-fn gemm_forward_into(
-    x: &[f32],
-    s: ConvShape,
-    wt: &[f32],
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
+fn gemm_forward_into(x: &[f32], s: ConvShape, f: Filter, y: &mut [f32]) {
     let ConvShape { n, c, h, w, o } = s;
+    let (wt, b, relu) = (f.weight, f.bias, f.relu);
     let hw = h * w;
     let k = c * 9;
     let par = inner_parallelism(n);
@@ -199,66 +181,4 @@ pub fn bias_grad(dy: &[f32], n: usize, o: usize, p: usize) -> Vec<f32> {
 /// `conv2d(x, w, padding = 1) + b` for CPU `f32` tensors.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     super::convolution::conv(ConvKind::Conv3x3, x, w, b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{check_close, random};
-    use candle_core::Device;
-
-    /// The direct sum `y[n, o, y, x] = b[o] + sum_{i, kh, kw} w[o, i, kh, kw] x[n, i, y+kh-1,
-    /// x+kw-1]`, written out with loops.
-    fn naive(x: &[f32], n: usize, c: usize, h: usize, w: usize, wt: &[f32], b: &[f32]) -> Vec<f32> {
-        let o = b.len();
-        let mut y = vec![0f32; n * o * h * w];
-        for img in 0..n {
-            for oo in 0..o {
-                for yy in 0..h {
-                    for xx in 0..w {
-                        let mut s = b[oo] as f64;
-                        for i in 0..c {
-                            for kh in 0..3 {
-                                for kw in 0..3 {
-                                    let (sy, sx) = (yy + kh, xx + kw);
-                                    if sy == 0 || sx == 0 || sy > h || sx > w {
-                                        continue;
-                                    }
-                                    let xv = x[((img * c + i) * h + sy - 1) * w + sx - 1];
-                                    s += (wt[((oo * c + i) * 3 + kh) * 3 + kw] * xv) as f64;
-                                }
-                            }
-                        }
-                        y[((img * o + oo) * h + yy) * w + xx] = s as f32;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    #[test]
-    fn forward_matches_the_direct_sum() -> Result<()> {
-        let dev = Device::Cpu;
-        let (n, c, h, w, o) = (2, 3, 5, 4, 4);
-        let x = random(&[n, c, h, w], 1, &dev)?;
-        let wt = random(&[o, c, 3, 3], 2, &dev)?;
-        let b = random(&[o], 3, &dev)?;
-        let y = conv3x3(&x, &wt, &b)?;
-        let want = naive(
-            &x.flatten_all()?.to_vec1()?,
-            n,
-            c,
-            h,
-            w,
-            &wt.flatten_all()?.to_vec1()?,
-            &b.to_vec1()?,
-        );
-        check_close(
-            &y,
-            &Tensor::from_vec(want, (n, o, h, w), &dev)?,
-            1e-5,
-            "conv3x3",
-        )
-    }
 }

@@ -13,7 +13,7 @@ use candle_core::{Result, Tensor};
 use super::conv::relu_in_place;
 use super::convolution::ConvKind;
 use super::gemm::{for_each_images, inner_parallelism, sgemm, sum_over_images, with_scratch, Mat};
-use super::shape::ConvShape;
+use super::shape::{ConvShape, Filter};
 
 /// Adds `cols` (`[o*9, h*w]`) into `y` (`[o, 2h, 2w]`) at the pixels the kernel reaches.
 pub fn col2im_s2(cols: &[f32], o: usize, h: usize, w: usize, y: &mut [f32]) {
@@ -92,17 +92,11 @@ pub fn im2col_s2(dy: &[f32], o: usize, h: usize, w: usize, cols: &mut [f32]) {
 }
 
 /// `y = conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for `x` `[n, c, h, w]`,
-/// `wt` `[c, o, 3, 3]`, `b` `[o]` (or no bias), written into `y` (`n * o * 4 * h * w` values),
-/// then `max(y, 0)` if `relu`.
-pub fn conv_transpose_forward_into(
-    x: &[f32],
-    s: ConvShape,
-    wt: &[f32],
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
+/// `f.weight` `[c, o, 3, 3]`, `f.bias` `[o]` (or no bias), written into `y` (`n * o * 4 * h * w`
+/// values), then `max(y, 0)` if `f.relu`.
+pub fn conv_transpose_forward_into(x: &[f32], s: ConvShape, f: Filter, y: &mut [f32]) {
     let ConvShape { n, c, h, w, o } = s;
+    let (wt, b, relu) = (f.weight, f.bias, f.relu);
     let hw = h * w;
     let par = inner_parallelism(n);
     for_each_images(y, o * 4 * hw, |images, out| {
@@ -192,67 +186,4 @@ pub fn conv_transpose_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Vec<f3
 /// `conv_transpose2d(x, w, stride 2, padding 1, output_padding 1) + b` for CPU `f32` tensors.
 pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     super::convolution::conv(ConvKind::Transpose3x3S2, x, w, b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{check_close, random};
-    use candle_core::Device;
-
-    /// Scatters every input pixel by the definition: `y[o, 2iy + kh - 1, 2ix + kw - 1] +=
-    /// w[i, o, kh, kw] x[i, iy, ix]`, keeping the pixels inside `[0, 2h) x [0, 2w)`.
-    fn naive(x: &[f32], n: usize, c: usize, h: usize, w: usize, wt: &[f32], b: &[f32]) -> Vec<f32> {
-        let o = b.len();
-        let (h2, w2) = (2 * h, 2 * w);
-        let mut y = vec![0f64; n * o * h2 * w2];
-        for img in 0..n {
-            for oo in 0..o {
-                for p in 0..h2 * w2 {
-                    y[(img * o + oo) * h2 * w2 + p] = b[oo] as f64;
-                }
-            }
-            for i in 0..c {
-                for iy in 0..h {
-                    for ix in 0..w {
-                        let xv = x[((img * c + i) * h + iy) * w + ix] as f64;
-                        for oo in 0..o {
-                            for kh in 0..3 {
-                                for kw in 0..3 {
-                                    let (oy, ox) = (2 * iy + kh, 2 * ix + kw);
-                                    if oy == 0 || ox == 0 || oy > h2 || ox > w2 {
-                                        continue;
-                                    }
-                                    let wv = wt[((i * o + oo) * 3 + kh) * 3 + kw] as f64;
-                                    y[((img * o + oo) * h2 + oy - 1) * w2 + ox - 1] += wv * xv;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        y.into_iter().map(|v| v as f32).collect()
-    }
-
-    #[test]
-    fn forward_matches_the_scatter_definition() -> Result<()> {
-        let dev = Device::Cpu;
-        let (n, c, h, w, o) = (2, 3, 3, 4, 5);
-        let x = random(&[n, c, h, w], 1, &dev)?;
-        let wt = random(&[c, o, 3, 3], 2, &dev)?;
-        let b = random(&[o], 3, &dev)?;
-        let y = conv_transpose3x3_s2(&x, &wt, &b)?;
-        let want = naive(
-            &x.flatten_all()?.to_vec1()?,
-            n,
-            c,
-            h,
-            w,
-            &wt.flatten_all()?.to_vec1()?,
-            &b.to_vec1()?,
-        );
-        let want = Tensor::from_vec(want, (n, o, 2 * h, 2 * w), &dev)?;
-        check_close(&y, &want, 1e-5, "conv_transpose3x3_s2")
-    }
 }

@@ -7,14 +7,15 @@
 //! backward: dx = conv_input_grad(dz, W),  dW = conv_weight_grad(x, dz),  db = sum of dz per channel
 //! ```
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 
 use super::conv::{bias_grad, conv3x3_forward_into, conv3x3_input_grad, conv3x3_weight_grad};
 use super::conv_transpose::{
     conv_transpose_forward_into, conv_transpose_input_grad, conv_transpose_weight_grad,
 };
-use super::gemm::{cpu_f32, with_f32};
-use super::shape::{dims4, ConvShape};
+use super::gemm::with_f32;
+use super::op::{apply, grad_for, F32Op3, Grads3};
+use super::shape::{dims4, ConvShape, Filter};
 
 /// Which convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,19 +57,11 @@ impl ConvKind {
         s.n * s.o * h * w
     }
 
-    /// `y = conv(x, W) + b` (no bias: `b = 0`) into `y`, then `max(y, 0)` if `relu`.
-    pub fn forward_into(
-        self,
-        x: &[f32],
-        s: ConvShape,
-        wt: &[f32],
-        b: Option<&[f32]>,
-        relu: bool,
-        y: &mut [f32],
-    ) {
+    /// `y = conv(x, f.weight) + f.bias` (no bias: zero) into `y`, then `max(y, 0)` if `f.relu`.
+    pub fn forward_into(self, x: &[f32], s: ConvShape, f: Filter, y: &mut [f32]) {
         match self {
-            ConvKind::Conv3x3 => conv3x3_forward_into(x, s, wt, b, relu, y),
-            ConvKind::Transpose3x3S2 => conv_transpose_forward_into(x, s, wt, b, relu, y),
+            ConvKind::Conv3x3 => conv3x3_forward_into(x, s, f, y),
+            ConvKind::Transpose3x3S2 => conv_transpose_forward_into(x, s, f, y),
         }
     }
 
@@ -90,45 +83,38 @@ impl ConvKind {
         b: Option<&Tensor>,
         dz: &[f32],
         s: ConvShape,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dev = x.device();
-        let dx = if x.track_op() {
-            let dx = with_f32(wt, |wv| {
+    ) -> Result<Grads3> {
+        let dx = grad_for(x, || {
+            with_f32(wt, |wv| {
                 Ok(match self {
                     ConvKind::Conv3x3 => conv3x3_input_grad(dz, s, wv),
                     ConvKind::Transpose3x3S2 => conv_transpose_input_grad(dz, s, wv),
                 })
-            })?;
-            Some(Tensor::from_vec(dx, x.shape(), dev)?)
-        } else {
-            None
-        };
-        let dw = if wt.track_op() {
-            let dw = with_f32(x, |xv| {
+            })
+        })?;
+        let dw = grad_for(wt, || {
+            with_f32(x, |xv| {
                 Ok(match self {
                     ConvKind::Conv3x3 => conv3x3_weight_grad(xv, dz, s),
                     ConvKind::Transpose3x3S2 => conv_transpose_weight_grad(xv, dz, s),
                 })
-            })?;
-            Some(Tensor::from_vec(dw, wt.shape(), dev)?)
-        } else {
-            None
-        };
+            })
+        })?;
         let db = match b {
-            Some(b) if b.track_op() => {
+            Some(b) => grad_for(b, || {
                 let (h, w) = self.output_hw(s);
-                Some(Tensor::from_vec(bias_grad(dz, s.n, s.o, h * w), s.o, dev)?)
-            }
-            _ => None,
+                Ok(bias_grad(dz, s.n, s.o, h * w))
+            })?,
+            None => None,
         };
         Ok((dx, dw, db))
     }
 }
 
-/// `conv(x, W) + b` as a custom op over `(x, W, b)`.
+/// `conv(x, W) + b` as an op over `(x, W, b)`.
 struct Conv(ConvKind);
 
-impl CustomOp3 for Conv {
+impl F32Op3 for Conv {
     fn name(&self) -> &'static str {
         match self.0 {
             ConvKind::Conv3x3 => "conv3x3",
@@ -136,40 +122,23 @@ impl CustomOp3 for Conv {
         }
     }
 
-    fn cpu_fwd(
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+        [(x, lx), (wt, lw), (b, lb)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
         let kind = self.0;
-        let s = kind.shape(dims4(l1, self.name())?, l2.dims())?;
-        if l3.dims() != [s.o] {
-            candle_core::bail!(
-                "{}: expected a bias of [{}], got {:?}",
-                self.name(),
-                s.o,
-                l3.dims()
-            );
+        let s = kind.shape(dims4(lx, self.name())?, lw.dims())?;
+        if lb.dims() != [s.o] {
+            let (name, got) = (self.name(), lb.dims());
+            candle_core::bail!("{name}: expected a bias of [{}], got {got:?}", s.o);
         }
-        let (x, wt, b) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, cpu_f32(s3, l3)?);
         let mut y = vec![0f32; kind.output_len(s)];
-        kind.forward_into(x, s, wt, Some(b), false, &mut y);
+        kind.forward_into(x, s, Filter::new(wt, Some(b)), &mut y);
         let (ho, wo) = kind.output_hw(s);
-        Ok((CpuStorage::F32(y), Shape::from((s.n, s.o, ho, wo))))
+        Ok((y, Shape::from((s.n, s.o, ho, wo))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wt: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, [x, wt, b]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Result<Grads3> {
         let s = self.0.shape(x.dims4()?, wt.dims())?;
         with_f32(grad, |dz| self.0.backward(x, wt, Some(b), dz, s))
     }
@@ -177,14 +146,14 @@ impl CustomOp3 for Conv {
 
 /// `conv(x, W) + b` for CPU `f32` tensors.
 pub fn conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv(kind))
+    apply(Conv(kind), [x, w, b])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{check_close, grads_of, random};
+    use crate::{with_path, KernelPath};
     use candle_core::{Device, Var};
 
     /// The fast op and the reference path (candle's own operations) on the same random input:
@@ -212,6 +181,108 @@ mod tests {
         let gs = grads_of(&slow, &up, &vars)?;
         for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db"]) {
             check_close(f, s, 1e-4, &format!("{kind:?} {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The 3x3 convolution as its direct sum, `y[n, o, y, x] = b[o] + sum_{i, kh, kw}
+    /// w[o, i, kh, kw] x[n, i, y+kh-1, x+kw-1]`, in `f64` with loops.
+    fn direct_sum(x: &[f32], s: ConvShape, wt: &[f32], b: &[f32]) -> Vec<f32> {
+        let ConvShape { n, c, h, w, o } = s;
+        let mut y = vec![0f32; n * o * h * w];
+        for img in 0..n {
+            for oo in 0..o {
+                for yy in 0..h {
+                    for xx in 0..w {
+                        let mut acc = b[oo] as f64;
+                        for i in 0..c {
+                            for kh in 0..3 {
+                                for kw in 0..3 {
+                                    let (sy, sx) = (yy + kh, xx + kw);
+                                    if sy == 0 || sx == 0 || sy > h || sx > w {
+                                        continue;
+                                    }
+                                    let xv = x[((img * c + i) * h + sy - 1) * w + sx - 1];
+                                    acc += (wt[((oo * c + i) * 3 + kh) * 3 + kw] * xv) as f64;
+                                }
+                            }
+                        }
+                        y[((img * o + oo) * h + yy) * w + xx] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// The transposed convolution by its definition: every input pixel scattered,
+    /// `y[o, 2iy + kh - 1, 2ix + kw - 1] += w[i, o, kh, kw] x[i, iy, ix]`, keeping the pixels
+    /// inside `[0, 2h) x [0, 2w)`, in `f64`.
+    fn scatter(x: &[f32], s: ConvShape, wt: &[f32], b: &[f32]) -> Vec<f32> {
+        let ConvShape { n, c, h, w, o } = s;
+        let (h2, w2) = (2 * h, 2 * w);
+        let mut y: Vec<f64> = (0..n * o * h2 * w2)
+            .map(|k| b[(k / (h2 * w2)) % o] as f64)
+            .collect();
+        for img in 0..n {
+            for i in 0..c {
+                for iy in 0..h {
+                    for ix in 0..w {
+                        let xv = x[((img * c + i) * h + iy) * w + ix] as f64;
+                        for oo in 0..o {
+                            for kh in 0..3 {
+                                for kw in 0..3 {
+                                    let (oy, ox) = (2 * iy + kh, 2 * ix + kw);
+                                    if oy == 0 || ox == 0 || oy > h2 || ox > w2 {
+                                        continue;
+                                    }
+                                    let wv = wt[((i * o + oo) * 3 + kh) * 3 + kw] as f64;
+                                    y[((img * o + oo) * h2 + oy - 1) * w2 + ox - 1] += wv * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// Each convolution's forward pass against its definition written out with loops, on the
+    /// fast path and on the matrix products alike.
+    #[test]
+    fn both_convolutions_match_their_definitions() -> Result<()> {
+        let dev = Device::Cpu;
+        for (kind, (n, c, h, w, o)) in [
+            (ConvKind::Conv3x3, (2, 3, 5, 4, 4)),
+            (ConvKind::Conv3x3, (2, 3, 16, 16, 5)),
+            (ConvKind::Transpose3x3S2, (2, 3, 3, 4, 5)),
+        ] {
+            let s = ConvShape::new(n, c, h, w, o);
+            let kernel = match kind {
+                ConvKind::Conv3x3 => [o, c, 3, 3],
+                ConvKind::Transpose3x3S2 => [c, o, 3, 3],
+            };
+            let (x, wt, b) = (
+                random(&[n, c, h, w], 1, &dev)?,
+                random(&kernel, 2, &dev)?,
+                random(&[o], 3, &dev)?,
+            );
+            let (xv, wv, bv) = (
+                x.flatten_all()?.to_vec1()?,
+                wt.flatten_all()?.to_vec1()?,
+                b.to_vec1()?,
+            );
+            let want = match kind {
+                ConvKind::Conv3x3 => direct_sum(&xv, s, &wv, &bv),
+                ConvKind::Transpose3x3S2 => scatter(&xv, s, &wv, &bv),
+            };
+            let (ho, wo) = kind.output_hw(s);
+            let want = Tensor::from_vec(want, (n, o, ho, wo), &dev)?;
+            for path in [KernelPath::Fast, KernelPath::MatrixProducts] {
+                let y = with_path(path, || conv(kind, &x, &wt, &b))?;
+                check_close(&y, &want, 1e-5, &format!("{kind:?} on {path:?}"))?;
+            }
         }
         Ok(())
     }

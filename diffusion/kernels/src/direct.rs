@@ -26,7 +26,7 @@
 use std::ops::Range;
 
 use super::gemm::{for_each_images, parallel_for, ranges, sum_over_images, PoolBuf, SharedMut};
-use super::shape::ConvShape;
+use super::shape::{ConvShape, Filter};
 
 /// Output channels per forward tile.
 const OB: usize = 8;
@@ -139,15 +139,9 @@ fn pack_weights(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
 /// `y = conv3x3(x, wt) + b` (then `max(y, 0)` with `relu`) for `x` `[n, c, h, w]`, `wt`
 /// `[o, c, 3, 3]`, into `y` (`[n, o, h, w]`). Returns `false`, leaving `y` alone, where the
 /// direct kernel does not apply.
-pub fn conv3x3_into(
-    x: &[f32],
-    s: ConvShape,
-    wt: &[f32],
-    b: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) -> bool {
+pub fn conv3x3_into(x: &[f32], s: ConvShape, f: Filter, y: &mut [f32]) -> bool {
     let ConvShape { n, c, h, w, o } = s;
+    let (wt, b, relu) = (f.weight, f.bias, f.relu);
     if !applies(h, w) || x.len() < n * c * h * w || y.len() < n * o * h * w || wt.len() < o * c * 9
     {
         return false;
@@ -552,7 +546,12 @@ mod tests {
             let (x, mut y) = (random(16 * 16, 1), vec![0f32; 16 * 16]);
             let shape = ConvShape::new(1, 1, 16, 16, 1);
             assert!(!applies(16, 16));
-            assert!(!conv3x3_into(&x, shape, &[0.5; 9], None, false, &mut y));
+            assert!(!conv3x3_into(
+                &x,
+                shape,
+                Filter::new(&[0.5; 9], None),
+                &mut y
+            ));
             return;
         }
         for (n, c, o, s, relu) in [
@@ -571,8 +570,9 @@ mod tests {
             let dy = random(n * o * s * s, 4);
             let mut y = vec![f32::NAN; n * o * s * s];
             let shape = ConvShape::new(n, c, s, s, o);
-            assert!(conv3x3_into(&x, shape, &wt, Some(&b), relu, &mut y));
-            let want = conv3x3_forward_gemm(&x, shape, &wt, Some(&b), relu);
+            let f = Filter::new(&wt, Some(&b)).with_relu(relu);
+            assert!(conv3x3_into(&x, shape, f, &mut y));
+            let want = conv3x3_forward_gemm(&x, shape, f);
             let e = max_rel_err(&y, &want);
             assert!(e < 1e-5, "forward n={n} c={c} o={o} {s}x{s}: error {e}");
             let Some(dw) = weight_grad(&x, &dy, shape) else {
@@ -596,7 +596,12 @@ mod tests {
         let mut y = vec![0f32; 5 * 5];
         let x = vec![1f32; 5 * 5];
         let shape = ConvShape::new(1, 1, 5, 5, 1);
-        assert!(!conv3x3_into(&x, shape, &[0.0; 9], None, false, &mut y));
+        assert!(!conv3x3_into(
+            &x,
+            shape,
+            Filter::new(&[0.0; 9], None),
+            &mut y
+        ));
         assert!(weight_grad(&x, &x, shape).is_none());
         assert!(!applies(6, 6) && !applies(2, 32));
     }

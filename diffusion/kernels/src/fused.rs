@@ -12,14 +12,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 
-use super::batch_norm::{backward_into as bn_backward, normalize, statistics, Stats};
+use super::batch_norm::{backward_into as bn_backward, normalize, statistics, BnForward, Stats};
 use super::conv::bias_grad;
 pub use super::convolution::ConvKind;
-use super::gemm::{cpu_f32, with_f32, PoolBuf};
-use super::shape::{dims4, ConvShape};
-use super::BatchNormParams;
+use super::gemm::{with_f32, PoolBuf};
+use super::op::{apply, grad_for, F32Op3, Grads3};
+use super::shape::{dims4, ConvShape, Filter};
+use super::ConvBn;
 
 /// The per-channel parameters a fused op takes in one tensor, always in this order: the
 /// convolution's bias, the batch norm's weight `gamma` and shift `beta`, and, in evaluation, the
@@ -113,7 +114,7 @@ impl ConvBnRelu {
         let hw = z_len / (s.n * s.o).max(1);
         let mut z = PoolBuf::new(z_len);
         self.kind
-            .forward_into(x, s, wt, Some(p.bias), false, &mut z);
+            .forward_into(x, s, Filter::new(wt, Some(p.bias)), &mut z);
         let stats = statistics(&z, s.n, s.o, hw, self.eps);
         let scale: Vec<f32> = (0..s.o).map(|ch| p.gamma[ch] * stats.inv_std[ch]).collect();
         let y = normalize(&z, s.n, s.o, hw, &stats.mean, &scale, p.beta, true);
@@ -135,8 +136,8 @@ impl ConvBnRelu {
             .map(|(i, v)| v * sc[self.kind.output_channel(i, s.o, wt.len())])
             .collect();
         let mut y = vec![0f32; self.kind.output_len(s)];
-        self.kind
-            .forward_into(x, s, &folded, Some(&bias), true, &mut y);
+        let f = Filter::new(&folded, Some(&bias)).with_relu(true);
+        self.kind.forward_into(x, s, f, &mut y);
         y
     }
 
@@ -151,18 +152,17 @@ impl ConvBnRelu {
     ) -> (PoolBuf, Vec<f32>) {
         let hw = y.len() / (s.n * s.o).max(1);
         let mut dz = PoolBuf::new(y.len());
-        let g = bn_backward(
-            &saved.z,
+        let f = BnForward {
+            x: &saved.z,
             y,
-            dy,
-            s.n,
-            s.o,
+            n: s.n,
+            c: s.o,
             hw,
-            p.gamma,
-            &saved.stats,
-            true,
-            &mut dz,
-        );
+            weight: p.gamma,
+            st: &saved.stats,
+            relu: true,
+        };
+        let g = bn_backward(&f, dy, &mut dz);
         // Packed order: the conv bias (it feeds the batch norm: its gradient is the sum of dz),
         // gamma, beta.
         let mut dparams = g.dx_sums;
@@ -195,7 +195,7 @@ impl ConvBnRelu {
     }
 }
 
-impl CustomOp3 for ConvBnRelu {
+impl F32Op3 for ConvBnRelu {
     fn name(&self) -> &'static str {
         match (self.kind, self.evaluation()) {
             (ConvKind::Conv3x3, false) => "conv3x3_bn_relu",
@@ -205,36 +205,28 @@ impl CustomOp3 for ConvBnRelu {
         }
     }
 
-    fn cpu_fwd(
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+        [(x, lx), (wt, lw), (p, _)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
         let s = self
             .kind
-            .shape(dims4(l1, "conv-bn-relu input")?, l2.dims())?;
-        let (x, wt) = (cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
-        let p = Packed::unpack(cpu_f32(s3, l3)?, s.o, self.evaluation())?;
+            .shape(dims4(lx, "conv-bn-relu input")?, lw.dims())?;
+        let p = Packed::unpack(p, s.o, self.evaluation())?;
         let y = match &self.mode {
             Mode::Train(slot) => self.forward_train(slot, x, wt, &p, s)?,
             Mode::Eval => self.forward_eval(x, wt, &p, s),
         };
         let (ho, wo) = self.kind.output_hw(s);
-        Ok((CpuStorage::F32(y), Shape::from((s.n, s.o, ho, wo))))
+        Ok((y, Shape::from((s.n, s.o, ho, wo))))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        wt: &Tensor,
-        params: &Tensor,
+        [x, wt, params]: [&Tensor; 3],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let s = self.kind.shape(x.dims4()?, wt.dims())?;
         let saved = match &self.mode {
             Mode::Train(slot) => {
@@ -256,11 +248,7 @@ impl CustomOp3 for ConvBnRelu {
             })
         })?;
         let (dx, dw, _) = self.kind.backward(x, wt, None, &dz, s)?;
-        let dp = if params.track_op() {
-            Some(Tensor::from_vec(dparams, params.shape(), x.device())?)
-        } else {
-            None
-        };
+        let dp = grad_for(params, || Ok(dparams))?;
         Ok((dx, dw, dp))
     }
 }
@@ -268,47 +256,34 @@ impl CustomOp3 for ConvBnRelu {
 /// `max(bn_eval(conv(x, w) + b), 0)` with the running statistics, for CPU `f32` tensors. As in
 /// `diffusion::layers::BatchNorm2d::forward_t`, `gamma / sqrt(running_var + eps)` is a constant
 /// for autograd (only `x`, `w`, `b` and `beta` get gradients).
-pub fn conv_bn_relu_eval(
-    kind: ConvKind,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    bn: &BatchNormParams,
-) -> Result<Tensor> {
+pub fn conv_bn_relu_eval(x: &Tensor, p: &ConvBn) -> Result<Tensor> {
+    let bn = &p.bn;
     let params = Packed::pack(&[
-        b,
+        p.b,
         &bn.gamma.detach(),
         bn.beta,
         &bn.running_mean.detach(),
         &bn.running_var.detach(),
     ])?;
     let op = ConvBnRelu {
-        kind,
+        kind: p.kind,
         eps: bn.eps,
         mode: Mode::Eval,
     };
-    x.contiguous()?.apply_op3(&w.contiguous()?, &params, op)
+    apply(op, [x, p.w, &params])
 }
 
 /// `max(bn(conv(x, w) + b), 0)` with batch statistics, for CPU `f32` tensors: `(y, mean, biased
 /// var)` of `conv(x, w) + b`, the statistics without gradient.
-pub fn conv_bn_relu_train(
-    kind: ConvKind,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    bn: &BatchNormParams,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let params = Packed::pack(&[b, bn.gamma, bn.beta])?;
+pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<(Tensor, Tensor, Tensor)> {
+    let params = Packed::pack(&[p.b, p.bn.gamma, p.bn.beta])?;
     let saved = Arc::new(Mutex::new(None));
     let op = ConvBnRelu {
-        kind,
-        eps: bn.eps,
+        kind: p.kind,
+        eps: p.bn.eps,
         mode: Mode::Train(saved.clone()),
     };
-    let y = x
-        .contiguous()?
-        .apply_op3_arc(&w.contiguous()?, &params, Arc::new(Box::new(op)))?;
+    let y = apply(op, [x, p.w, &params])?;
     let s = saved.lock().map_err(lock_error)?.clone().ok_or_else(|| {
         candle_core::Error::Msg("conv-bn-relu: the forward pass did not run".into())
     })?;
@@ -321,51 +296,76 @@ pub fn conv_bn_relu_train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
     use crate::testing::{check_close, grads_of, random};
+    use crate::{reference, BatchNormParams};
     use candle_core::{Device, Var};
 
+    /// Random inputs of a convolution-batch-norm of `kind` on `shape` with `o` output channels,
+    /// and a random output gradient `up`.
+    struct Case {
+        kind: ConvKind,
+        x: Var,
+        wt: Var,
+        b: Var,
+        gamma: Var,
+        beta: Var,
+        running: (Tensor, Tensor),
+        up: Tensor,
+    }
+
+    impl Case {
+        fn new(kind: ConvKind, shape: [usize; 4], o: usize, seed: u64) -> Result<Self> {
+            let dev = Device::Cpu;
+            let [n, c, h, w] = shape;
+            let (kshape, out) = match kind {
+                ConvKind::Conv3x3 => ([o, c, 3, 3], [n, o, h, w]),
+                ConvKind::Transpose3x3S2 => ([c, o, 3, 3], [n, o, 2 * h, 2 * w]),
+            };
+            let var = |t: Tensor| Var::from_tensor(&t);
+            Ok(Self {
+                kind,
+                x: var(random(&shape, seed, &dev)?)?,
+                wt: var((random(&kshape, seed + 1, &dev)? * 0.2)?)?,
+                b: var(random(&[o], seed + 2, &dev)?)?,
+                gamma: var((random(&[o], seed + 3, &dev)? + 1.0)?)?,
+                beta: var(random(&[o], seed + 4, &dev)?)?,
+                running: (
+                    (random(&[o], seed + 5, &dev)? * 0.5)?,
+                    (random(&[o], seed + 6, &dev)?.sqr()? + 0.5)?,
+                ),
+                up: random(&out, seed + 7, &dev)?,
+            })
+        }
+
+        fn params(&self) -> ConvBn<'_> {
+            ConvBn {
+                kind: self.kind,
+                w: &self.wt,
+                b: &self.b,
+                bn: BatchNormParams {
+                    gamma: &self.gamma,
+                    beta: &self.beta,
+                    running_mean: &self.running.0,
+                    running_var: &self.running.1,
+                    eps: 1e-5,
+                },
+            }
+        }
+    }
+
     fn check(kind: ConvKind, shape: [usize; 4], o: usize) -> Result<()> {
-        let dev = Device::Cpu;
-        let [n, c, h, w] = shape;
-        let (kshape, out) = match kind {
-            ConvKind::Conv3x3 => ([o, c, 3, 3], [n, o, h, w]),
-            ConvKind::Transpose3x3S2 => ([c, o, 3, 3], [n, o, 2 * h, 2 * w]),
-        };
-        let x = Var::from_tensor(&random(&shape, 50, &dev)?)?;
-        let wt = Var::from_tensor(&(random(&kshape, 51, &dev)? * 0.2)?)?;
-        let b = Var::from_tensor(&random(&[o], 52, &dev)?)?;
-        let gamma = Var::from_tensor(&(random(&[o], 53, &dev)? + 1.0)?)?;
-        let beta = Var::from_tensor(&random(&[o], 54, &dev)?)?;
-        let up = random(&out, 55, &dev)?;
-        let bn = BatchNormParams {
-            gamma: &gamma,
-            beta: &beta,
-            running_mean: &gamma,
-            running_var: &gamma,
-            eps: 1e-5,
-        };
-        let (fast, mean, var) = conv_bn_relu_train(kind, &x, &wt, &b, &bn)?;
-        let z = match kind {
-            ConvKind::Conv3x3 => reference::conv3x3(&x, &wt, &b)?,
-            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(&x, &wt, &b)?,
-        };
-        let (slow, mean_ref, var_ref) = reference::batch_norm_train(&z, &gamma, &beta, 1e-5)?;
+        let t = Case::new(kind, shape, o, 50)?;
+        let (fast, mean, var) = conv_bn_relu_train(&t.x, &t.params())?;
+        let z = t.params().reference_conv(&t.x)?;
+        let (slow, mean_ref, var_ref) = reference::batch_norm_train(&z, &t.gamma, &t.beta, 1e-5)?;
         let slow = slow.relu()?;
         check_close(&fast, &slow, 1e-5, "conv-bn-relu forward")?;
         check_close(&mean, &mean_ref, 1e-5, "conv-bn-relu mean")?;
         check_close(&var, &var_ref, 1e-5, "conv-bn-relu var")?;
-        let vars = [
-            x.as_tensor(),
-            wt.as_tensor(),
-            gamma.as_tensor(),
-            beta.as_tensor(),
-            b.as_tensor(),
-        ];
-        let gf = grads_of(&fast, &up, &vars)?;
-        let gs = grads_of(&slow, &up, &vars)?;
-        for i in 0..4 {
-            let name = ["dx", "dw", "dgamma", "dbeta"][i];
+        let vars = [&t.x, &t.wt, &t.gamma, &t.beta, &t.b].map(|v| v.as_tensor());
+        let gf = grads_of(&fast, &t.up, &vars)?;
+        let gs = grads_of(&slow, &t.up, &vars)?;
+        for (i, name) in ["dx", "dw", "dgamma", "dbeta"].into_iter().enumerate() {
             check_close(
                 &gf[i],
                 &gs[i],
@@ -383,49 +383,22 @@ mod tests {
     }
 
     fn check_eval(kind: ConvKind, shape: [usize; 4], o: usize) -> Result<()> {
-        let dev = Device::Cpu;
-        let [n, c, h, w] = shape;
-        let (kshape, out) = match kind {
-            ConvKind::Conv3x3 => ([o, c, 3, 3], [n, o, h, w]),
-            ConvKind::Transpose3x3S2 => ([c, o, 3, 3], [n, o, 2 * h, 2 * w]),
-        };
-        let x = Var::from_tensor(&random(&shape, 60, &dev)?)?;
-        let wt = Var::from_tensor(&(random(&kshape, 61, &dev)? * 0.2)?)?;
-        let b = Var::from_tensor(&random(&[o], 62, &dev)?)?;
-        let gamma = Var::from_tensor(&(random(&[o], 63, &dev)? + 1.0)?)?;
-        let beta = Var::from_tensor(&random(&[o], 64, &dev)?)?;
-        let rm = (random(&[o], 65, &dev)? * 0.5)?;
-        let rv = (random(&[o], 66, &dev)?.sqr()? + 0.5)?;
-        let up = random(&out, 67, &dev)?;
-        let bn = BatchNormParams {
-            gamma: &gamma,
-            beta: &beta,
-            running_mean: &rm,
-            running_var: &rv,
-            eps: 1e-5,
-        };
-        let fast = conv_bn_relu_eval(kind, &x, &wt, &b, &bn)?;
-        let z = match kind {
-            ConvKind::Conv3x3 => reference::conv3x3(&x, &wt, &b)?,
-            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(&x, &wt, &b)?,
-        };
-        let slow = reference::batch_norm_eval(&z, &gamma, &beta, &rm, &rv, 1e-5)?.relu()?;
+        let t = Case::new(kind, shape, o, 60)?;
+        let fast = conv_bn_relu_eval(&t.x, &t.params())?;
+        let z = t.params().reference_conv(&t.x)?;
+        let (rm, rv) = &t.running;
+        let slow = reference::batch_norm_eval(&z, &t.gamma, &t.beta, rm, rv, 1e-5)?.relu()?;
         check_close(&fast, &slow, 1e-5, "conv-bn-relu eval forward")?;
-        let vars = [
-            x.as_tensor(),
-            wt.as_tensor(),
-            b.as_tensor(),
-            beta.as_tensor(),
-        ];
-        let gf = grads_of(&fast, &up, &vars)?;
-        let gs = grads_of(&slow, &up, &vars)?;
+        let vars = [&t.x, &t.wt, &t.b, &t.beta].map(|v| v.as_tensor());
+        let gf = grads_of(&fast, &t.up, &vars)?;
+        let gs = grads_of(&slow, &t.up, &vars)?;
         for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db", "dbeta"]) {
             check_close(f, s, 1e-4, &format!("conv-bn-relu eval {kind:?} {name}"))?;
         }
         // The scale is a constant on both paths: no gradient for gamma.
         for y in [&fast, &slow] {
-            let g = (y * &up)?.sum_all()?.backward()?;
-            assert!(g.get(&gamma).is_none());
+            let g = (y * &t.up)?.sum_all()?.backward()?;
+            assert!(g.get(&t.gamma).is_none());
         }
         Ok(())
     }

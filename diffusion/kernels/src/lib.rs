@@ -20,6 +20,7 @@ pub mod direct;
 pub mod fused;
 pub mod gemm;
 pub mod linear;
+mod op;
 pub mod pool;
 pub mod reference;
 pub mod shape;
@@ -32,7 +33,7 @@ use candle_core::{Result, Tensor};
 
 pub use convolution::ConvKind;
 use gemm::is_cpu_f32;
-pub use shape::ConvShape;
+pub use shape::{ConvShape, Filter};
 
 /// Which kernels serve CPU `f32` tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,19 +119,7 @@ pub fn batch_norm_train(
     }
 }
 
-/// Batch normalisation with running statistics, as in evaluation:
-/// `y = x * s + (bias - running_mean * s)`, `s = weight / sqrt(running_var + eps)` (a constant
-/// for autograd). Written with candle's operations on every device.
-pub fn batch_norm_eval(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-) -> Result<Tensor> {
-    reference::batch_norm_eval(x, weight, bias, running_mean, running_var, eps)
-}
+pub use reference::batch_norm_eval;
 
 /// 2x2 max pooling, stride 2; the gradient of each window goes, whole, to its first maximum, as
 /// in PyTorch.
@@ -152,47 +141,56 @@ pub struct BatchNormParams<'a> {
     pub eps: f64,
 }
 
-/// `conv(x, w) + b` on the reference path.
-fn reference_conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    match kind {
-        ConvKind::Conv3x3 => reference::conv3x3(x, w, b),
-        ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, w, b),
+/// A convolution followed by a batch norm: the convolution's kind, weight `w` and bias `b`,
+/// and the batch norm's tensors.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBn<'a> {
+    pub kind: ConvKind,
+    pub w: &'a Tensor,
+    pub b: &'a Tensor,
+    pub bn: BatchNormParams<'a>,
+}
+
+impl ConvBn<'_> {
+    /// `conv(x, w) + b` on the reference path.
+    pub(crate) fn reference_conv(&self, x: &Tensor) -> Result<Tensor> {
+        match self.kind {
+            ConvKind::Conv3x3 => reference::conv3x3(x, self.w, self.b),
+            ConvKind::Transpose3x3S2 => reference::conv_transpose3x3_s2(x, self.w, self.b),
+        }
     }
 }
 
-/// `y = max(bn(conv(x, w) + b), 0)` with batch statistics (the convolution being `kind`),
-/// returning `(y, mean, var)` of `conv(x, w) + b` like [`batch_norm_train`] (the running
-/// statistics of `bn` are not read).
-pub fn conv_bn_relu_train(
-    kind: ConvKind,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    bn: &BatchNormParams,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    if fast(&[x, w, b, bn.gamma, bn.beta]) {
-        fused::conv_bn_relu_train(kind, x, w, b, bn)
+/// `y = max(bn(conv(x, w) + b), 0)` with batch statistics, returning `(y, mean, var)` of
+/// `conv(x, w) + b` like [`batch_norm_train`] (the running statistics of `bn` are not read).
+pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<(Tensor, Tensor, Tensor)> {
+    let bn = &p.bn;
+    if fast(&[x, p.w, p.b, bn.gamma, bn.beta]) {
+        fused::conv_bn_relu_train(x, p)
     } else {
-        let z = reference_conv(kind, x, w, b)?;
+        let z = p.reference_conv(x)?;
         let (y, mean, var) = reference::batch_norm_train(&z, bn.gamma, bn.beta, bn.eps)?;
         Ok((y.relu()?, mean, var))
     }
 }
 
-/// `y = max(bn_eval(conv(x, w) + b), 0)` with the running statistics (the convolution being
-/// `kind`), where `bn_eval` is [`reference::batch_norm_eval`].
-pub fn conv_bn_relu_eval(
-    kind: ConvKind,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    bn: &BatchNormParams,
-) -> Result<Tensor> {
-    if fast(&[x, w, b, bn.gamma, bn.beta, bn.running_mean, bn.running_var]) {
-        fused::conv_bn_relu_eval(kind, x, w, b, bn)
+/// `y = max(bn_eval(conv(x, w) + b), 0)` with the running statistics, where `bn_eval` is
+/// [`batch_norm_eval`].
+pub fn conv_bn_relu_eval(x: &Tensor, p: &ConvBn) -> Result<Tensor> {
+    let bn = &p.bn;
+    if fast(&[
+        x,
+        p.w,
+        p.b,
+        bn.gamma,
+        bn.beta,
+        bn.running_mean,
+        bn.running_var,
+    ]) {
+        fused::conv_bn_relu_eval(x, p)
     } else {
-        let z = reference_conv(kind, x, w, b)?;
+        let z = p.reference_conv(x)?;
         let (rm, rv) = (bn.running_mean, bn.running_var);
-        reference::batch_norm_eval(&z, bn.gamma, bn.beta, rm, rv, bn.eps)?.relu()
+        batch_norm_eval(&z, bn.gamma, bn.beta, rm, rv, bn.eps)?.relu()
     }
 }

@@ -11,10 +11,11 @@
 //! candle's own matrix product asks for the thread count on every call, which, without
 //! `RAYON_NUM_THREADS`, reads `/proc/cpuinfo` each time.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
-use super::gemm::{cpu_f32, sgemm, with_f32, Mat};
+use super::gemm::{sgemm, with_f32, Mat};
+use super::op::{apply, grad_for, F32Op3, Grads3};
 
 /// The sizes `(N, I, O)` of `x [N, I]`, `W [O, I]` and `b [O]`, or an error naming the shapes.
 fn sizes(x: &[usize], w: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
@@ -46,78 +47,48 @@ fn forward(x: &[f32], wt: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Ve
     y
 }
 
-/// `x W^T + b` as a custom op over `(x, W, b)`.
+/// `x W^T + b` as an op over `(x, W, b)`.
 struct Linear;
 
-impl CustomOp3 for Linear {
+impl F32Op3 for Linear {
     fn name(&self) -> &'static str {
         "linear"
     }
 
-    fn cpu_fwd(
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, i, o) = sizes(l1.dims(), l2.dims(), l3.dims())?;
-        let y = forward(
-            cpu_f32(s1, l1)?,
-            cpu_f32(s2, l2)?,
-            cpu_f32(s3, l3)?,
-            n,
-            i,
-            o,
-        );
-        Ok((CpuStorage::F32(y), Shape::from((n, o))))
+        [(x, lx), (wt, lw), (b, lb)]: [(&[f32], &Layout); 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let (n, i, o) = sizes(lx.dims(), lw.dims(), lb.dims())?;
+        Ok((forward(x, wt, b, n, i, o), Shape::from((n, o))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wt: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, [x, wt, b]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Result<Grads3> {
         let (n, i, o) = sizes(x.dims(), wt.dims(), b.dims())?;
-        let dev = x.device();
-        let grad = grad.contiguous()?;
-        with_f32(&grad, |dy| {
-            let dx = if x.track_op() {
+        with_f32(grad, |dy| {
+            let dx = grad_for(x, || {
                 let mut dx = vec![0f32; n * i];
                 with_f32(wt, |w| {
                     let (lhs, rhs) = (Mat::rows(dy, o), Mat::rows(w, i));
                     sgemm(n, i, o, &mut dx, i, false, lhs, rhs, Parallelism::None);
-                    Ok(())
-                })?;
-                Some(Tensor::from_vec(dx, (n, i), dev)?)
-            } else {
-                None
-            };
-            let dw = if wt.track_op() {
+                    Ok(dx)
+                })
+            })?;
+            let dw = grad_for(wt, || {
                 let mut dw = vec![0f32; o * i];
                 with_f32(x, |xv| {
                     let (lhs, rhs) = (Mat::rows_t(dy, o), Mat::rows(xv, i));
                     sgemm(o, i, n, &mut dw, i, false, lhs, rhs, Parallelism::None);
-                    Ok(())
-                })?;
-                Some(Tensor::from_vec(dw, (o, i), dev)?)
-            } else {
-                None
-            };
-            let db = if b.track_op() {
+                    Ok(dw)
+                })
+            })?;
+            let db = grad_for(b, || {
                 let mut db = vec![0f32; o];
                 for row in dy.chunks_exact(o) {
                     db.iter_mut().zip(row).for_each(|(s, v)| *s += v);
                 }
-                Some(Tensor::from_vec(db, o, dev)?)
-            } else {
-                None
-            };
+                Ok(db)
+            })?;
             Ok((dx, dw, db))
         })
     }
@@ -125,8 +96,7 @@ impl CustomOp3 for Linear {
 
 /// `x W^T + b` for CPU `f32` tensors.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)
+    apply(Linear, [x, w, b])
 }
 
 #[cfg(test)]

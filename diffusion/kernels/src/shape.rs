@@ -47,3 +47,28 @@ pub fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
         d => candle_core::bail!("{what}: expected a rank-4 tensor [N, C, H, W], got {d:?}"),
     }
 }
+
+/// What a convolution applies to its input: the kernel's values, a bias per output channel
+/// (none: zero) and whether `max(y, 0)` follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    pub weight: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl<'a> Filter<'a> {
+    /// `y = conv(x, weight) + bias`, no ReLU.
+    pub fn new(weight: &'a [f32], bias: Option<&'a [f32]>) -> Self {
+        Self {
+            weight,
+            bias,
+            relu: false,
+        }
+    }
+
+    /// The same filter followed by `max(y, 0)` when `relu`.
+    pub fn with_relu(self, relu: bool) -> Self {
+        Self { relu, ..self }
+    }
+}
