@@ -35,6 +35,9 @@ enum Command {
         /// Seed for shuffling, flips, timesteps and noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Adam's learning rate.
+        #[arg(long, default_value_t = diffusion::settings::LR)]
+        lr: f64,
         /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -143,10 +146,20 @@ fn run(cli: Cli) -> Result<()> {
             epochs,
             max_steps,
             seed,
+            lr,
             data,
             samples,
             out,
-        } => train(epochs, max_steps, seed, data.as_deref(), samples, &out),
+        } => {
+            let config = TrainConfig {
+                epochs,
+                max_steps,
+                seed,
+                lr,
+                ..TrainConfig::course()
+            };
+            train(config, data.as_deref(), samples, &out)
+        }
         Command::Sample {
             checkpoint,
             n,
@@ -200,27 +213,15 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train(
-    epochs: usize,
-    max_steps: Option<usize>,
-    seed: u64,
-    data: Option<&Path>,
-    n_samples: usize,
-    out: &Path,
-) -> Result<()> {
+fn train(config: TrainConfig, data: Option<&Path>, n_samples: usize, out: &Path) -> Result<()> {
     let dev = device()?;
     let dir = data::data_dir(data);
     data::ensure(&dir)?;
     let images = data::load(&dir, data::Split::Train)?.images;
-    let config = TrainConfig {
-        epochs,
-        max_steps,
-        seed,
-        ..TrainConfig::course()
-    };
+    let (epochs, seed) = (config.epochs, config.seed);
     let mut trainer = Trainer::new(config, &dev)?;
     let steps = trainer.steps_per_epoch(images.dim(0)?) * epochs;
-    let steps = max_steps.map_or(steps, |m| m.min(steps));
+    let steps = trainer.config.max_steps.map_or(steps, |m| m.min(steps));
     println!(
         "training on {} with {} images: {} epoch(s), {} steps of {}",
         diffusion::device::device_name(&dev),
@@ -233,6 +234,7 @@ fn train(
     let model_path = out.join("model.safetensors");
     let tty = std::io::stdout().is_terminal();
     let mut epoch_seen = trainer.epoch;
+    let mut saved_step = None;
     let result = trainer.train(&images, if tty { 1 } else { 50 }, |p, t| {
         if tty {
             print!("\r{}   ", p.line());
@@ -243,15 +245,14 @@ fn train(
         if t.epoch != epoch_seen {
             epoch_seen = t.epoch;
             t.save(&model_path)?;
+            saved_step = Some(t.step);
         }
         Ok(())
     });
     if tty {
         println!();
     }
-    let last = result?;
-    trainer.save(&model_path)?;
-    let csv: String = std::iter::once("step,loss\n".to_string())
+    let losses: String = std::iter::once("step,loss\n".to_string())
         .chain(
             trainer
                 .losses
@@ -260,7 +261,15 @@ fn train(
                 .map(|(i, l)| format!("{},{l}\n", i + 1)),
         )
         .collect();
-    diffusion::files::write_atomic(&out.join("losses.csv"), csv.as_bytes())?;
+    diffusion::files::write_atomic(&out.join("losses.csv"), losses.as_bytes())?;
+    let last = match result {
+        Ok(last) => last,
+        Err(e) => {
+            let kept = after_failure(&trainer, &model_path, saved_step)?;
+            anyhow::bail!("{e:#}\n{kept}")
+        }
+    };
+    trainer.save(&model_path)?;
     let samples = sample_images(
         &trainer.model,
         &trainer.schedule,
@@ -280,6 +289,29 @@ fn train(
         grid.display()
     );
     Ok(())
+}
+
+/// After training stopped with an error: keeps the weights of the last finished step beside the
+/// checkpoint (never over it) and says which file holds what.
+fn after_failure(
+    trainer: &Trainer,
+    model_path: &Path,
+    saved_step: Option<usize>,
+) -> Result<String> {
+    let checkpoint = match saved_step {
+        Some(step) => format!("{}: the weights of step {step}", model_path.display()),
+        None => format!("{}: not written by this run", model_path.display()),
+    };
+    if trainer.step == 0 || saved_step == Some(trainer.step) {
+        return Ok(format!("kept {checkpoint}"));
+    }
+    let last = model_path.with_file_name(format!("model-step{}.safetensors", trainer.step));
+    trainer.save(&last)?;
+    Ok(format!(
+        "kept {}: the weights of step {}, the last finished one; {checkpoint}",
+        last.display(),
+        trainer.step
+    ))
 }
 
 fn sample(

@@ -140,6 +140,60 @@ fn errors_go_to_stderr_with_a_failing_exit() {
     );
 }
 
+/// A run whose loss turns non-finite exits with 1, says why and where the weights are, leaves
+/// the previous run's checkpoint as it was and keeps the last finished step's weights beside it.
+#[test]
+fn a_diverging_run_keeps_the_checkpoint_and_the_last_finite_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    tiny_data(&data, 256, 16);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", data.to_str().unwrap()];
+        args.extend_from_slice(&["--samples", "1", "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        diffusion(&args)
+    };
+    let o = run(&["--max-steps", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("model.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+
+    // Adam moves every weight by about lr on the first step: 1e30 overflows the next loss.
+    let o = run(&["--max-steps", "4", "--lr", "1e30"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("the loss became NaN at step 2"), "{err}");
+    assert!(
+        err.contains("model-step1.safetensors: the weights of step 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("model.safetensors: not written by this run"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the earlier checkpoint is untouched"
+    );
+    let dev = candle_core::Device::Cpu;
+    let kept = out.join("model-step1.safetensors");
+    let (unet, _) = diffusion::checkpoint::load_unet(&kept, &dev).unwrap();
+    let x = candle_core::Tensor::zeros((1, 1, 16, 16), candle_core::DType::F32, &dev).unwrap();
+    let t = candle_core::Tensor::new(&[3u32], &dev).unwrap();
+    assert!(
+        unet.forward_t(&x, &t, false).is_ok(),
+        "the kept weights load and run"
+    );
+    let csv = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "the finished step's loss is kept: {csv}"
+    );
+}
+
 /// `--n 0` is refused for what it is, with a checkpoint that exists.
 #[test]
 fn sampling_zero_images_is_refused() {
