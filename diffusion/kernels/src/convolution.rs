@@ -152,7 +152,7 @@ pub fn conv(kind: ConvKind, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{check_close, grads_of, random};
+    use crate::testing::{check_close, check_grads, random};
     use crate::{with_path, KernelPath};
     use candle_core::{Device, Var};
 
@@ -176,12 +176,12 @@ mod tests {
             ConvKind::Transpose3x3S2 => crate::reference::conv_transpose3x3_s2(&x, &wt, &b)?,
         };
         check_close(&fast, &slow, 1e-5, &format!("{kind:?} forward"))?;
-        let vars = [x.as_tensor(), wt.as_tensor(), b.as_tensor()];
-        let gf = grads_of(&fast, &up, &vars)?;
-        let gs = grads_of(&slow, &up, &vars)?;
-        for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db"]) {
-            check_close(f, s, 1e-4, &format!("{kind:?} {name}"))?;
-        }
+        let vars = [
+            (x.as_tensor(), "dx"),
+            (wt.as_tensor(), "dw"),
+            (b.as_tensor(), "db"),
+        ];
+        check_grads([&fast, &slow], &up, &vars, 1e-4, &format!("{kind:?}"))?;
         Ok(())
     }
 

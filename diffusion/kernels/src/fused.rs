@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Layout, Result, Shape, Tensor};
 
+use crate::WithStats;
+
 use super::batch_norm::{backward_into as bn_backward, normalize, statistics, BnForward, Stats};
 use super::conv::bias_grad;
 pub use super::convolution::ConvKind;
@@ -275,7 +277,7 @@ pub fn conv_bn_relu_eval(x: &Tensor, p: &ConvBn) -> Result<Tensor> {
 
 /// `max(bn(conv(x, w) + b), 0)` with batch statistics, for CPU `f32` tensors: `(y, mean, biased
 /// var)` of `conv(x, w) + b`, the statistics without gradient.
-pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<WithStats> {
     let params = Packed::pack(&[p.b, p.bn.gamma, p.bn.beta])?;
     let saved = Arc::new(Mutex::new(None));
     let op = ConvBnRelu {
@@ -296,7 +298,7 @@ pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<(Tensor, Tensor, Ten
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{check_close, grads_of, random};
+    use crate::testing::{check_close, check_grads, grads_of, random};
     use crate::{reference, BatchNormParams};
     use candle_core::{Device, Var};
 
@@ -362,19 +364,19 @@ mod tests {
         check_close(&fast, &slow, 1e-5, "conv-bn-relu forward")?;
         check_close(&mean, &mean_ref, 1e-5, "conv-bn-relu mean")?;
         check_close(&var, &var_ref, 1e-5, "conv-bn-relu var")?;
-        let vars = [&t.x, &t.wt, &t.gamma, &t.beta, &t.b].map(|v| v.as_tensor());
-        let gf = grads_of(&fast, &t.up, &vars)?;
-        let gs = grads_of(&slow, &t.up, &vars)?;
-        for (i, name) in ["dx", "dw", "dgamma", "dbeta"].into_iter().enumerate() {
-            check_close(
-                &gf[i],
-                &gs[i],
-                1e-4,
-                &format!("conv-bn-relu {kind:?} {name}"),
-            )?;
-        }
+        let vars = [
+            (&t.x, "dx"),
+            (&t.wt, "dw"),
+            (&t.gamma, "dgamma"),
+            (&t.beta, "dbeta"),
+        ];
+        let vars = vars.map(|(v, name)| (v.as_tensor(), name));
+        let what = format!("conv-bn-relu {kind:?}");
+        let [gf, gs] = check_grads([&fast, &slow], &t.up, &vars, 1e-4, &what)?;
         // The bias in front of the batch norm cancels: its gradient is zero up to rounding.
         let size = |t: &Tensor| -> Result<f32> { t.sqr()?.sum_all()?.sqrt()?.to_scalar() };
+        let bias = |y: &Tensor| grads_of(y, &t.up, &[t.b.as_tensor()]);
+        let (gf, gs) = ([gf, bias(&fast)?].concat(), [gs, bias(&slow)?].concat());
         for g in [&gf, &gs] {
             let (db, dbeta) = (size(&g[4])?, size(&g[3])?);
             assert!(db <= 1e-4 * dbeta, "bias gradient {db} against {dbeta}");
@@ -389,12 +391,15 @@ mod tests {
         let (rm, rv) = &t.running;
         let slow = reference::batch_norm_eval(&z, &t.gamma, &t.beta, rm, rv, 1e-5)?.relu()?;
         check_close(&fast, &slow, 1e-5, "conv-bn-relu eval forward")?;
-        let vars = [&t.x, &t.wt, &t.b, &t.beta].map(|v| v.as_tensor());
-        let gf = grads_of(&fast, &t.up, &vars)?;
-        let gs = grads_of(&slow, &t.up, &vars)?;
-        for ((f, s), name) in gf.iter().zip(&gs).zip(["dx", "dw", "db", "dbeta"]) {
-            check_close(f, s, 1e-4, &format!("conv-bn-relu eval {kind:?} {name}"))?;
-        }
+        let vars = [
+            (&t.x, "dx"),
+            (&t.wt, "dw"),
+            (&t.b, "db"),
+            (&t.beta, "dbeta"),
+        ];
+        let vars = vars.map(|(v, name)| (v.as_tensor(), name));
+        let what = format!("conv-bn-relu eval {kind:?}");
+        check_grads([&fast, &slow], &t.up, &vars, 1e-4, &what)?;
         // The scale is a constant on both paths: no gradient for gamma.
         for y in [&fast, &slow] {
             let g = (y * &t.up)?.sum_all()?.backward()?;

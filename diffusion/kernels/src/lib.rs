@@ -106,12 +106,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Batch normalisation with batch statistics over `(N, H, W)`:
 /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, returning `(y, mean, var)` with the biased
 /// variance (the last two detached, as PyTorch updates running statistics without gradient).
-pub fn batch_norm_train(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<WithStats> {
     if fast(&[x, weight, bias]) {
         batch_norm::batch_norm_train(x, weight, bias, eps, false)
     } else {
@@ -130,6 +125,10 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
         reference::max_pool2x2(x)
     }
 }
+
+/// `(y, mean, var)`: a batch norm's output in training, with the batch mean and biased variance
+/// it normalised by (those two without gradient).
+pub type WithStats = (Tensor, Tensor, Tensor);
 
 /// A batch norm's tensors: weight `gamma`, shift `beta`, running statistics, and `eps`.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +162,7 @@ impl ConvBn<'_> {
 
 /// `y = max(bn(conv(x, w) + b), 0)` with batch statistics, returning `(y, mean, var)` of
 /// `conv(x, w) + b` like [`batch_norm_train`] (the running statistics of `bn` are not read).
-pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn conv_bn_relu_train(x: &Tensor, p: &ConvBn) -> Result<WithStats> {
     let bn = &p.bn;
     if fast(&[x, p.w, p.b, bn.gamma, bn.beta]) {
         fused::conv_bn_relu_train(x, p)

@@ -3,6 +3,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::WithStats;
+
 /// `y = conv2d(x, w, padding = 1) + b` for a `[O, I, 3, 3]` kernel.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let y = x.conv2d(&w.contiguous()?, 1, 1, 1, 1)?;
@@ -19,12 +21,7 @@ pub fn conv_transpose3x3_s2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor
 /// Batch normalisation with batch statistics over `(N, H, W)`:
 /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, returning `(y, mean, var)` with the biased
 /// variance (the last two detached, as PyTorch updates running statistics without gradient).
-pub fn batch_norm_train(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<WithStats> {
     let c = weight.dim(0)?;
     let xt = x.transpose(0, 1)?.flatten_from(1)?; // [C, N*H*W]
     let mean = xt.mean_keepdim(1)?; // [C, 1]

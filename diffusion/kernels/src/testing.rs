@@ -62,3 +62,20 @@ pub fn grads_of(y: &Tensor, up: &Tensor, vars: &[&Tensor]) -> Result<Vec<Tensor>
         })
         .collect()
 }
+
+/// Fails unless the gradients of `sum(fast * up)` and of `sum(slow * up)` with respect to each
+/// of `vars` agree within `tol` (each named in the message); returns both sets, fast first.
+pub fn check_grads(
+    [fast, slow]: [&Tensor; 2],
+    up: &Tensor,
+    vars: &[(&Tensor, &str)],
+    tol: f64,
+    what: &str,
+) -> Result<[Vec<Tensor>; 2]> {
+    let ts: Vec<&Tensor> = vars.iter().map(|(t, _)| *t).collect();
+    let (gf, gs) = (grads_of(fast, up, &ts)?, grads_of(slow, up, &ts)?);
+    for ((f, s), (_, name)) in gf.iter().zip(&gs).zip(vars) {
+        check_close(f, s, tol, &format!("{what} {name}"))?;
+    }
+    Ok([gf, gs])
+}
