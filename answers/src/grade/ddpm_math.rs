@@ -113,7 +113,7 @@ fn questions() -> Vec<Question> {
           "Reaching index t takes t + 1 steps; average over t = 0..149.",
           "answers/ddpm-math.md#q4"),
         q("q4b", "Network evaluations per training example, with or without the closed form",
-          || count(th::training_network_calls_per_example()),
+          || count(th::counted_network_calls(T, 1)?.0),
           "The closed form only replaces cheap elementwise steps; the network still runs once.",
           "answers/ddpm-math.md#q4"),
         q("q5", "Why these specific coefficients in the forward process?", free,

@@ -31,6 +31,9 @@ pub fn sampling_seconds(steps: usize, ms_per_pass: f64) -> f64 {
 mod tests {
     use super::*;
 
+    // These functions are definitions (the formulas above); the tests pin the numbers the pages
+    // state and the error cases, and verify nothing beyond that.
+
     #[test]
     fn video_budget() {
         // 1000 / 30 = 33.33 ms; 30 frames * 50 steps = 1500 passes per second.

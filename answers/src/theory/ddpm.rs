@@ -5,7 +5,7 @@
 //! (the clean image `x_0` of `q(x_0, t)` has no index of its own).
 
 use anyhow::{bail, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 use diffusion::schedule::{linspace, ScheduleValues};
 use diffusion::Schedule;
@@ -186,7 +186,8 @@ pub fn prior_kl(a_bar_last: f64, x0: f64) -> f64 {
     0.5 * (a_bar_last * x0 * x0 - a_bar_last - (1.0 - a_bar_last).ln())
 }
 
-/// Noising steps needed to reach timestep `t` one step at a time: `t + 1`.
+/// Noising steps needed to reach timestep `t` one step at a time: `t + 1`, by the indexing
+/// (a definition; the tests count the steps against the schedule).
 pub fn sequential_noising_steps(t: usize) -> usize {
     t + 1
 }
@@ -196,14 +197,62 @@ pub fn mean_sequential_noising_steps(steps: usize) -> f64 {
     (steps as f64 + 1.0) / 2.0
 }
 
-/// Network evaluations to draw one sample with the DDPM sampler: one per timestep, `T`.
+/// Network evaluations to draw one sample with the DDPM sampler: one per timestep, `T` (a
+/// definition; [`counted_network_calls`] counts them on the crate's sampler).
 pub fn sampling_network_calls(steps: usize) -> usize {
     steps
 }
 
-/// Network evaluations per training example: one, whatever `T` is.
-pub fn training_network_calls_per_example() -> usize {
-    1
+/// A network that predicts zero noise and counts how often it is called.
+struct CountingNet {
+    steps: usize,
+    calls: std::cell::Cell<usize>,
+}
+
+impl diffusion::NoisePredictor for CountingNet {
+    type Config = usize;
+
+    fn build(steps: usize, _: candle_nn::VarBuilder) -> Result<Self> {
+        Ok(Self {
+            steps,
+            calls: 0.into(),
+        })
+    }
+
+    fn config(&self) -> usize {
+        self.steps
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn image_shape(&self) -> [usize; 3] {
+        [1, 4, 4]
+    }
+
+    fn predict_noise(&self, x_t: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {
+        self.calls.set(self.calls.get() + 1);
+        Ok(x_t.zeros_like()?)
+    }
+}
+
+/// The network calls the crate itself makes with a schedule of `steps` timesteps, counted:
+/// `(one training loss of a batch of `batch` images, one sampling run of `batch` images)`.
+pub fn counted_network_calls(steps: usize, batch: usize) -> Result<(usize, usize)> {
+    let dev = Device::Cpu;
+    let schedule = Schedule::linear(steps, 0.0001, 0.02, &dev)?;
+    let net = CountingNet {
+        steps,
+        calls: 0.into(),
+    };
+    let mut rng = diffusion::Rng::new(0);
+    let x_0 = rng.randn((batch, 1, 4, 4), &dev)?;
+    let t = rng.timesteps(batch, steps, &dev)?;
+    diffusion::get_loss(&net, &schedule, &x_0, &t, &mut rng)?;
+    let training = net.calls.replace(0);
+    diffusion::sample_images(&net, &schedule, batch, batch, &mut rng)?;
+    Ok((training, net.calls.get()))
 }
 
 /// Optimizer steps per epoch with the last partial batch dropped: `floor(images / batch)`.
@@ -453,7 +502,8 @@ mod tests {
 
     #[test]
     fn erosion_analogy() {
-        // keeping 99.9% per day for 100 days leaves 0.999^100 = e^(100 ln 0.999)
+        // ERRATA.md's number, plain arithmetic (no crate code): keeping 99.9% per day for 100
+        // days leaves 0.999^100 = e^(100 ln 0.999)
         let left = 0.999f64.powi(100);
         assert!(close(
             left,
@@ -535,7 +585,14 @@ mod tests {
         let constant = vec![0.02; 5000];
         let settled = variance_after(&constant, 1.0, UpdateRule::Shrink);
         assert!(close(settled, 1.0 / 1.98, 1e-12));
-        assert!(close(shrink_fixed_point(0.02), 1.0 / 1.98, 1e-15));
+        // The closed form against the rule iterated to convergence, from above and from below.
+        for v0 in [0.0, 1.0] {
+            let iterated = variance_after(&[0.02; 5000], v0, UpdateRule::Shrink);
+            assert!(
+                close(shrink_fixed_point(0.02), iterated, 1e-12),
+                "{iterated}"
+            );
+        }
     }
 
     #[test]
@@ -560,8 +617,19 @@ mod tests {
         assert!(close(keep, 0.99995, 1e-8));
         assert!(close(noise, 0.01, 1e-15));
         let (keep, noise) = one_step_coeffs(0.02);
-        assert!(close(keep * keep, 0.98, 1e-15));
-        assert!(close(noise * noise, 0.02, 1e-15));
+        // the factors of the crate's forward step, read off with (x = 1, no noise), (x = 0, e = 1)
+        let (one, zero) = (
+            Tensor::ones(1, candle_core::DType::F64, &Device::Cpu).unwrap(),
+            Tensor::zeros(1, candle_core::DType::F64, &Device::Cpu).unwrap(),
+        );
+        let step = |x: &Tensor, e: &Tensor| {
+            diffusion::forward_step(x, 0.02, e)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()[0]
+        };
+        assert!(close(step(&one, &zero), keep, 1e-15));
+        assert!(close(step(&zero, &one), noise, 1e-15));
         assert!(close(keep, 0.989_949_5, 1e-7));
         assert!(close(noise, 0.141_421_36, 1e-8));
         // a step keeping 99.9% of the variance keeps sqrt(0.999) of the amplitude
@@ -588,6 +656,7 @@ mod tests {
         assert!(v.pred_noise_coeff.windows(2).all(|w| w[1] > w[0]));
         assert!(close(c / c0, 2.263_42, 1e-5));
         // share of the noise variance added by the last step: B / (1 - a_bar), not the coefficient
+        // (ERRATA.md's rounding, plain arithmetic)
         assert!(close(0.02 / (1.0 - ab), 0.025_615_6, 1e-6));
     }
 
@@ -641,24 +710,48 @@ mod tests {
         assert!(notebook_reverse_noise_std(&v, 150).is_err());
     }
 
+    /// The weight of `|e - e_theta|^2` read off the ELBO term itself, for one draw: the KL from
+    /// the posterior `q(x_{t-1} | x_t, x_0)` (Bayes form, [`posterior_mean_coeffs`]) to the model's
+    /// step `N(mu_theta, sigma2)` ([`reverse_mean`] with a wrong noise), less the same KL with the
+    /// model's mean set right, divided by the squared noise error.
+    fn weight_from_kl(v: &ScheduleValues, t: usize, sigma2: f64) -> f64 {
+        use crate::theory::gaussian::kl_normal;
+        let (x0, e, e_theta) = (0.7, -1.2, 0.4);
+        let ab = v.a_bar[t];
+        let x_t = ab.sqrt() * x0 + (1.0 - ab).sqrt() * e;
+        let (c0, c1) = posterior_mean_coeffs(v, t).unwrap();
+        let mu_q = c0 * x0 + c1 * x_t;
+        let mu_p = reverse_mean(v, t, x_t, e_theta).unwrap();
+        // the posterior is a point mass at t = 0; any variance gives the same difference
+        let s = if t == 0 {
+            sigma2
+        } else {
+            posterior_variance(v, t).unwrap()
+        };
+        let kl =
+            kl_normal(mu_q, s, mu_p, sigma2).unwrap() - kl_normal(mu_q, s, mu_q, sigma2).unwrap();
+        kl / (e - e_theta).powi(2)
+    }
+
     #[test]
     fn elbo_weight_decreases() {
         let v = course_values().unwrap();
-        // sigma2 = B: w = B / (2 a (1 - a_bar)); at t = 0, 1 - a_bar = B so w = 1 / (2 a0)
-        assert!(close(
-            elbo_weight(&v, 0, v.b[0]).unwrap(),
-            1.0 / 1.9998,
-            1e-12
-        ));
-        // at t = 1 by hand: B1 / (2 a1 (1 - a0 a1))
-        let b1 = 0.0001 + D;
-        let a1 = 1.0 - b1;
-        let hand = b1 / (2.0 * a1 * (1.0 - 0.9999 * a1));
-        assert!(close(elbo_weight(&v, 1, v.b[1]).unwrap(), hand, 1e-12));
-        assert!(close(hand, 0.350_207, 1e-6));
+        // The closed form against the KL it comes from, for both reverse variances.
+        for t in [0usize, 1, 2, 10, 75, 148, 149] {
+            let mut variances = vec![v.b[t]];
+            if t > 0 {
+                variances.push(posterior_variance(&v, t).unwrap());
+            }
+            for sigma2 in variances {
+                let w = elbo_weight(&v, t, sigma2).unwrap();
+                let kl = weight_from_kl(&v, t, sigma2);
+                assert!(close(w, kl, 1e-9 * w), "t = {t}: {w} vs {kl}");
+            }
+        }
+        // the prose's values (ddpm-math.md Q11), now checked against the KL above
+        assert!(close(elbo_weight(&v, 0, v.b[0]).unwrap(), 0.500_05, 5e-6));
+        assert!(close(elbo_weight(&v, 1, v.b[1]).unwrap(), 0.350_207, 1e-6));
         let last = elbo_weight(&v, 149, v.b[149]).unwrap();
-        let ab = 0.219_218_599_185_823;
-        assert!(close(last, 0.02 / (2.0 * 0.98 * (1.0 - ab)), 1e-12));
         assert!(close(last, 0.013_069_06, 1e-8));
         // with the posterior variance the weight is larger at the start still
         let w1 = elbo_weight(&v, 1, posterior_variance(&v, 1).unwrap()).unwrap();
@@ -670,30 +763,42 @@ mod tests {
     #[test]
     fn x0_loss_weight_is_inverse_snr() {
         let v = course_values().unwrap();
-        // x_0 - x0_hat = sqrt(1 - ab) / sqrt(ab) (e_hat - e): squared factor (1 - ab) / ab
-        assert!(close(
-            x0_loss_weight(&v, 0).unwrap(),
-            0.0001 / 0.9999,
-            1e-15
-        ));
-        let ab = 0.219_218_599_185_823;
-        assert!(close(
-            x0_loss_weight(&v, 149).unwrap(),
-            (1.0 - ab) / ab,
-            1e-10
-        ));
+        // Noise an image with the crate's coefficients, read the clean image back with a noise
+        // prediction that is off by d (as x0_hat is formed from e_hat), and compare the squared
+        // image error with the weight times d^2.
+        let (x0, e, d) = (0.3, 1.1, 0.05);
+        for t in [0usize, 1, 40, 101, 149] {
+            let (sa, sn) = (v.sqrt_a_bar[t], v.sqrt_one_minus_a_bar[t]);
+            let x_t = sa * x0 + sn * e;
+            let x0_hat = (x_t - sn * (e + d)) / sa;
+            let per_noise_error = (x0 - x0_hat).powi(2) / (d * d);
+            let w = x0_loss_weight(&v, t).unwrap();
+            assert!(
+                close(w, per_noise_error, 1e-9 * w),
+                "t = {t}: {w} vs {per_noise_error}"
+            );
+        }
+        // the prose's values (ddpm-math.md Q8)
+        assert!(close(x0_loss_weight(&v, 0).unwrap(), 1.0001e-4, 5e-9));
         assert!(close(x0_loss_weight(&v, 149).unwrap(), 3.561_66, 1e-5));
     }
 
     #[test]
     fn prior_kl_per_pixel() {
-        // KL(N(m, s2) || N(0, 1)) = (s2 + m^2 - 1 - ln s2) / 2 with m = sqrt(ab) x0, s2 = 1 - ab
-        let ab = 0.219_218_599_185_823f64;
+        // KL(N(m, s2) || N(0, 1)), m = sqrt(ab) x0, s2 = 1 - ab, as the integral of its
+        // definition (Simpson's rule) rather than in closed form
+        use crate::theory::gaussian::{normal_log_pdf, simpson};
+        let ab = course_values().unwrap().a_bar[149];
         for x0 in [-1.0, 0.0, 0.5, 1.0] {
-            let (m, s2) = (ab.sqrt() * x0, 1.0 - ab);
-            let kl = (s2 + m * m - 1.0 - s2.ln()) / 2.0;
-            assert!(close(prior_kl(ab, x0), kl, 1e-15));
+            let (m, s) = (ab.sqrt() * x0, (1.0 - ab).sqrt());
+            let integrand = |x: f64| {
+                let lq = normal_log_pdf(x, m, s).unwrap();
+                lq.exp() * (lq - normal_log_pdf(x, 0.0, 1.0).unwrap())
+            };
+            let kl = simpson(integrand, m - 14.0 * s, m + 14.0 * s, 8000);
+            assert!(close(prior_kl(ab, x0), kl, 1e-12), "x0 = {x0}");
         }
+        // the prose's values (ddpm-math.md Q11)
         assert!(close(prior_kl(ab, 0.0), 0.014_120_7, 1e-7));
         assert!(close(prior_kl(ab, 1.0), 0.123_730, 1e-6));
         assert_eq!(prior_kl(0.0, 1.0), 0.0);
@@ -701,25 +806,62 @@ mod tests {
 
     #[test]
     fn sequential_noising_cost() {
-        assert_eq!(sequential_noising_steps(149), 150);
-        assert_eq!(sequential_noising_steps(0), 1);
-        // (1 + 2 + ... + 150) / 150 = 151 / 2
-        let avg = (0..150).map(sequential_noising_steps).sum::<usize>() as f64 / 150.0;
-        assert!(close(avg, 75.5, 1e-12));
-        assert!(close(mean_sequential_noising_steps(150), 75.5, 1e-12));
-        assert_eq!(training_network_calls_per_example(), 1);
-        assert_eq!(sampling_network_calls(150), 150);
+        let v = course_values().unwrap();
+        // Count the forward steps that reach index t: step the variance of a clean pixel one beta
+        // at a time until it is the closed form's noise variance 1 - a_bar[t].
+        let counted = |t: usize| {
+            (1..=T)
+                .find(|&n| {
+                    let var = variance_after(&v.b[..n], 0.0, UpdateRule::VariancePreserving);
+                    close(var, 1.0 - v.a_bar[t], 1e-13)
+                })
+                .unwrap()
+        };
+        for t in 0..T {
+            assert_eq!(sequential_noising_steps(t), counted(t), "t = {t}");
+        }
+        let avg = (0..T).map(counted).sum::<usize>() as f64 / T as f64;
+        assert!(close(mean_sequential_noising_steps(T), avg, 1e-12));
+        assert!(close(avg, 75.5, 1e-12)); // the prose's number
+                                          // One call per training batch and one per sampling step, whatever T and the batch are.
+        assert_eq!(
+            counted_network_calls(150, 8).unwrap(),
+            (1, sampling_network_calls(150))
+        );
+        assert_eq!(counted_network_calls(1000, 1).unwrap(), (1, 1000));
+    }
+
+    /// `(image, t)` pairs the crate's own batcher hands out over `epochs` epochs.
+    fn batched_examples(images: usize, batch: usize, epochs: u64) -> usize {
+        (0..epochs)
+            .map(|epoch| {
+                diffusion::data::Batches::new(images, batch, 0, epoch)
+                    .unwrap()
+                    .map(|b| b.len())
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     #[test]
     fn training_examples_count() {
-        // 60000 / 128 = 468.75 -> 468 full batches
-        assert_eq!(steps_per_epoch(60_000, 128).unwrap(), 468);
-        assert_eq!(training_examples(60_000, 128, 3).unwrap(), 468 * 128 * 3);
+        // 60000 / 128 = 468.75 -> 468 full batches, counted on the training loop's batcher
+        let per_epoch = diffusion::data::Batches::new(60_000, 128, 0, 0)
+            .unwrap()
+            .count();
+        assert_eq!(steps_per_epoch(60_000, 128).unwrap(), per_epoch);
+        assert_eq!(per_epoch, 468);
+        assert_eq!(
+            training_examples(60_000, 128, 3).unwrap(),
+            batched_examples(60_000, 128, 3)
+        );
         assert_eq!(training_examples(60_000, 128, 3).unwrap(), 179_712);
-        // with the 10,000 test images too: 546 batches
-        assert_eq!(training_examples(70_000, 128, 3).unwrap(), 546 * 384);
-        assert_eq!(546 * 384, 209_664);
+        // with the 10,000 test images too: 546 batches (ERRATA.md's 209,664)
+        assert_eq!(
+            training_examples(70_000, 128, 3).unwrap(),
+            batched_examples(70_000, 128, 3)
+        );
+        assert_eq!(training_examples(70_000, 128, 3).unwrap(), 209_664);
         assert!(training_examples(70_000, 128, 3).unwrap() < 1_000_000);
         assert!(steps_per_epoch(10, 0).is_err());
     }
@@ -742,11 +884,45 @@ mod tests {
 
     #[test]
     fn normalization_keeps_gradient_ratio() {
-        // first-layer weight gradient is proportional to the input: ratio t=149 over t=1
-        let raw = 149.0 / 1.0;
-        let norm = normalized_timestep(149, 150).unwrap() / normalized_timestep(1, 150).unwrap();
-        assert!(close(raw, 149.0, 1e-12));
-        assert!(close(norm, 149.0, 1e-9));
+        // The first layer of the time embedding (Linear 1 -> 64) backpropagated with candle: its
+        // weight gradient for t = 149 over the one for t = 1, with raw and with normalised input.
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::ones((64, 1), candle_core::DType::F64, &dev).unwrap())
+            .unwrap();
+        let b =
+            Var::from_tensor(&Tensor::zeros(64, candle_core::DType::F64, &dev).unwrap()).unwrap();
+        let weight_grad = |input: f64| {
+            let x = Tensor::new(&[[input]], &dev).unwrap();
+            let y = x
+                .matmul(&w.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_add(b.as_tensor())
+                .unwrap();
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            grads
+                .get(w.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        };
+        let ratio = |hi: f64, lo: f64| {
+            let (g_hi, g_lo) = (weight_grad(hi), weight_grad(lo));
+            assert!(g_hi
+                .iter()
+                .zip(&g_lo)
+                .all(|(h, l)| close(h / l, g_hi[0] / g_lo[0], 1e-12)));
+            g_hi[0] / g_lo[0]
+        };
+        let raw = ratio(149.0, 1.0);
+        let norm = ratio(
+            normalized_timestep(149, 150).unwrap(),
+            normalized_timestep(1, 150).unwrap(),
+        );
+        assert!(close(raw, 149.0, 1e-9), "{raw}");
+        assert!(close(norm, raw, 1e-9), "{norm} vs {raw}");
     }
 
     #[test]
@@ -838,7 +1014,7 @@ mod tests {
         // a_bar[t] = f(t+1)^2 / f(0)^2 (no clipping before the last step)
         assert!(close(v.a_bar[74], f(75.0).powi(2) / f(0.0).powi(2), 1e-12));
         assert!(close(v.a_bar[74], 0.493_844, 1e-6));
-        // without the square: 0.70274
+        // without the square: 0.70274 (ERRATA.md's rounding, plain arithmetic)
         assert!(close(f(75.0) / f(0.0), 0.702_740, 1e-6));
     }
 
@@ -890,22 +1066,25 @@ mod tests {
     #[test]
     fn log_snr_drops() {
         let v = course_values().unwrap();
-        let drops: Vec<f64> = [0, 30, 60, 90]
-            .iter()
-            .map(|&t| log_snr_drop(&v, t, t + 30).unwrap())
-            .collect();
+        // SNR from the series for ln a_bar instead of the schedule's running product
+        let snr_series = |t: usize| {
+            let ab = ln_a_bar_series(t + 1).exp();
+            ab / (1.0 - ab)
+        };
         // ln SNR would fall by the same amount per 30 steps if SNR = exp(-c t)
-        let expect = [6.514, 1.443, 0.963, 0.812];
-        for (d, e) in drops.iter().zip(expect) {
-            assert!(close(*d, e, 1e-3));
+        let expect = [6.514, 1.443, 0.963, 0.812]; // the prose's roundings (Q10: 6.51, 0.81)
+        for (t, e) in [0usize, 30, 60, 90].into_iter().zip(expect) {
+            let d = log_snr_drop(&v, t, t + 30).unwrap();
+            let series = snr_series(t).ln() - snr_series(t + 30).ln();
+            assert!(close(d, series, 1e-6), "t = {t}: {d} vs {series}");
+            assert!(close(d, e, 1e-3), "t = {t}: {d}");
         }
-        // ln(9999 / 14.8206) by hand for the first
-        assert!(close(drops[0], (9999.0f64 / 14.820_57).ln(), 1e-5));
     }
 
     #[test]
     fn noise_share_table() {
         let v = course_values().unwrap();
+        // the prose's roundings (Q15), and the series for ln a_bar as a second computation
         let expect = [
             (120, 0.627_332),
             (90, 0.427_813),
@@ -914,25 +1093,46 @@ mod tests {
             (5, 0.002_601),
         ];
         for (t, e) in expect {
-            assert!(close(noise_share(&v, t).unwrap(), e, 1e-6), "t = {t}");
+            let share = noise_share(&v, t).unwrap();
+            assert!(
+                close(share, 1.0 - ln_a_bar_series(t + 1).exp(), 1e-7),
+                "t = {t}"
+            );
+            assert!(close(share, e, 1e-6), "t = {t}");
         }
     }
 
     #[test]
     fn gaussian_toy_score() {
-        // x_0 ~ N(0, s2): x_t ~ N(0, ab s2 + 1 - ab); score = -x_t / var;
-        // E[e | x_t] = cov(e, x_t) / var * x_t = sqrt(1 - ab) x_t / var
-        let (ab, s2, x) = (0.4, 0.25, 0.8);
-        let var = ab * s2 + 1.0 - ab;
-        assert!(close(gaussian_data_score(ab, s2, x), -x / var, 1e-15));
-        let e_hat = gaussian_data_expected_noise(ab, s2, x);
-        // e_hat = -sqrt(1 - ab) * score (minus sign)
-        assert!(close(
-            e_hat,
-            -(1.0 - ab).sqrt() * gaussian_data_score(ab, s2, x),
-            1e-15
-        ));
-        assert!(e_hat > 0.0 && gaussian_data_score(ab, s2, x) < 0.0);
+        // x_0 ~ N(0, s2): the marginal density of x_t and E[e | x_t] by quadrature over x_0, the
+        // score by a central difference of the log of that density
+        use crate::theory::gaussian::{normal_pdf, simpson};
+        let (ab, s2) = (0.4f64, 0.25f64);
+        let joint = |x0: f64, x: f64| {
+            normal_pdf(x0, 0.0, s2.sqrt()).unwrap()
+                * normal_pdf(x, ab.sqrt() * x0, (1.0 - ab).sqrt()).unwrap()
+        };
+        let density = |x: f64| simpson(|x0| joint(x0, x), -6.0, 6.0, 4000);
+        let noise_of = |x0: f64, x: f64| (x - ab.sqrt() * x0) / (1.0 - ab).sqrt();
+        for x in [-1.3, 0.2, 0.8, 2.5] {
+            let h = 1e-4;
+            let score = (density(x + h).ln() - density(x - h).ln()) / (2.0 * h);
+            let e_mean = simpson(|x0| joint(x0, x) * noise_of(x0, x), -6.0, 6.0, 4000) / density(x);
+            assert!(
+                close(gaussian_data_score(ab, s2, x), score, 1e-8),
+                "x = {x}"
+            );
+            assert!(
+                close(gaussian_data_expected_noise(ab, s2, x), e_mean, 1e-10),
+                "x = {x}"
+            );
+            // Tweedie: e_hat = -sqrt(1 - ab) * score, minus sign included
+            assert!(close(e_mean, -(1.0 - ab).sqrt() * score, 1e-8));
+        }
+        assert!(
+            gaussian_data_expected_noise(ab, s2, 0.8) > 0.0
+                && gaussian_data_score(ab, s2, 0.8) < 0.0
+        );
     }
 
     #[test]
@@ -945,12 +1145,18 @@ mod tests {
             let via_score = (x + v.b[t] * s) / v.a[t].sqrt();
             assert!(close(via_score, reverse_mean(&v, t, x, e).unwrap(), 1e-12));
         }
-        // a Langevin step with the same drift B adds sqrt(2 B) noise: sqrt(2) times sqrt(B)
-        assert!(close(
-            langevin_noise_std(0.02) / 0.02f64.sqrt(),
-            2f64.sqrt(),
-            1e-15
-        ));
+        // Why a Langevin step needs sqrt(2 d) noise: on the target N(0, 1) (score -x) the step
+        // x + d (-x) + std z maps the variance v -> (1 - d)^2 v + std^2. Iterated, it settles
+        // within O(d) of the target's 1 only with the Langevin std; with the DDPM step's sqrt(d)
+        // it would settle near 1/2.
+        for d in [0.02f64, 1e-3] {
+            let settle =
+                |std: f64| (0..100_000).fold(0.0, |var, _| (1.0 - d) * (1.0 - d) * var + std * std);
+            let langevin = settle(langevin_noise_std(d));
+            assert!((langevin - 1.0).abs() < d, "d = {d}: {langevin}");
+            assert!(close(langevin, 1.0 / (1.0 - d / 2.0), 1e-12));
+            assert!((settle(d.sqrt()) - 0.5).abs() < d);
+        }
         assert!(close(
             score_scale(&v, 149).unwrap(),
             1.0 / 0.780_781_400_814_18f64.sqrt(),

@@ -49,11 +49,41 @@ pub fn kl_nonnegative_part(mu: f64, sigma: f64) -> Result<f64> {
     ))
 }
 
-/// `KL(q || p(z | x1))` for a Gaussian `q`: `+inf`, because `q` has mass on `z < 0` where the
-/// posterior is zero (for any finite `mu`, `P_q(z < 0) = Phi(-mu/sigma) > 0`).
+/// `KL(q || p(z | x1))` for a Gaussian `q`: `+inf` by definition, since `q` puts mass where the
+/// posterior is zero (`P_q(z < 0) = Phi(-mu/sigma) > 0` for every finite `mu`, even where that
+/// number underflows). A definition, not a computation: [`kl_to_smoothed_posterior`] shows the
+/// divergence numerically.
 pub fn kl_gaussian_to_posterior(mu: f64, sigma: f64) -> Result<f64> {
     normal_pdf(0.0, mu, sigma)?; // checks sigma
     Ok(f64::INFINITY)
+}
+
+/// `KL(q || p_eps)` by quadrature, for `q = N(mu, sigma^2)` and the posterior smoothed so that it
+/// is nowhere zero: `p_eps = (1 - eps) p(z | x1) + eps N(z; 0, 1)`. As `eps -> 0` it grows like
+/// `P_q(z < 0) ln(1 / eps)`, without bound.
+pub fn kl_to_smoothed_posterior(mu: f64, sigma: f64, eps: f64) -> Result<f64> {
+    anyhow::ensure!(eps > 0.0 && eps < 1.0, "eps must lie in (0, 1), got {eps}");
+    normal_pdf(0.0, mu, sigma)?; // checks sigma
+                                 // ln p_eps(z) = ln(c) + ln N(z; 0, 1), with c = eps below zero and 2 - eps from zero on.
+    let integrand = |c: f64| {
+        move |z: f64| {
+            let lq = normal_log_pdf(z, mu, sigma).unwrap_or(f64::NEG_INFINITY);
+            let lp = c.ln() + normal_log_pdf(z, 0.0, 1.0).unwrap_or(0.0);
+            lq.exp() * (lq - lp)
+        }
+    };
+    let (lo, hi) = (mu - 14.0 * sigma, mu + 14.0 * sigma);
+    let below = if lo < 0.0 {
+        simpson(integrand(eps), lo, hi.min(0.0), 20_000)
+    } else {
+        0.0
+    };
+    let above = if hi > 0.0 {
+        simpson(integrand(2.0 - eps), lo.max(0.0), hi, 20_000)
+    } else {
+        0.0
+    };
+    Ok(below + above)
 }
 
 /// The ELBO's terms for a Gaussian `q = N(mu, sigma^2)`.
@@ -129,8 +159,27 @@ mod tests {
         let part = kl_nonnegative_part(0.0, 1.0).unwrap();
         assert!((part + 0.5 * 2f64.ln()).abs() < 1e-10, "{part}");
         assert!((part + 0.346574).abs() < 1e-6);
-        assert_eq!(kl_gaussian_to_posterior(0.0, 1.0).unwrap(), f64::INFINITY);
-        assert_eq!(kl_gaussian_to_posterior(5.0, 0.1).unwrap(), f64::INFINITY);
+        assert!(kl_gaussian_to_posterior(0.0, 0.0).is_err());
+    }
+
+    #[test]
+    fn smoothing_the_posterior_shows_the_divergence() {
+        // Each factor 10^4 less smoothing adds P_q(z < 0) ln(10^4) = 4.6052 for q = N(0, 1), and
+        // 0.1587 * 9.2103 = 1.4613 for q = N(1, 1): the KL grows without bound as eps -> 0.
+        for (mu, mass) in [(0.0, 0.5), (1.0, 0.15865525393145707)] {
+            let kl = |eps: f64| kl_to_smoothed_posterior(mu, 1.0, eps).unwrap();
+            let (a, b, c) = (kl(1e-4), kl(1e-8), kl(1e-12));
+            let step = mass * 1e4f64.ln();
+            assert!((b - a - step).abs() < 1e-4, "mu = {mu}: {a} {b} {c}");
+            assert!((c - b - step).abs() < 1e-4, "mu = {mu}: {a} {b} {c}");
+        }
+        // With no smoothing below zero to speak of, the part above zero is what is left of it.
+        let above = kl_to_smoothed_posterior(0.0, 1.0, 1e-300).unwrap() - 0.5 * 1e300f64.ln();
+        assert!(
+            (above - kl_nonnegative_part(0.0, 1.0).unwrap()).abs() < 1e-6,
+            "{above}"
+        );
+        assert!(kl_to_smoothed_posterior(0.0, 1.0, 0.0).is_err());
     }
 
     #[test]
