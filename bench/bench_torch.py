@@ -6,6 +6,12 @@ the same workloads as `diffusion bench`, printed in the same format:
 A training step is: forward in training mode on 128 images, MSE against the noise, backward, Adam.
 Sampling runs the 150 reverse steps in evaluation mode. Each figure is the median of --runs runs
 after one warm-up. `--train-steps N` instead runs N training steps (for peak-memory measurements).
+
+`--device cuda` runs on the GPU; every timed call ends with `torch.cuda.synchronize()`, so the
+figures include the GPU's work. `--tf32 on|off` sets TF32 for float32 matrix products and
+convolutions (`torch.backends.cuda.matmul` and `torch.backends.cudnn.conv`); `default` leaves
+PyTorch's own settings (matrix products in full float32, cuDNN convolutions allowed TF32). What
+was used goes to stderr (device, versions, TF32), so stdout keeps the one line above.
 """
 import argparse
 import os
@@ -23,11 +29,45 @@ p.add_argument("--runs", type=int, default=10)
 p.add_argument("--threads", type=int, default=0, help="0: PyTorch's own default")
 p.add_argument("--device", default="cpu")
 p.add_argument("--train-steps", type=int, default=0)
+p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
+               help="TF32 for float32 matrix products and convolutions on CUDA")
 args = p.parse_args()
 if args.threads > 0:
     torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 dev = torch.device(args.device)
+if dev.type == "cuda" and not torch.cuda.is_available():
+    sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device "
+             f"(built for CUDA {torch.version.cuda})")
+
+
+def set_tf32(on):
+    """TF32 on or off for float32 matrix products and cuDNN convolutions."""
+    mm, conv = ("tf32", "tf32") if on else ("ieee", "ieee")
+    matmul = torch.backends.cuda.matmul
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and cudnn_conv is not None:
+        # the API of torch >= 2.9; mixing it with the flags below is an error there
+        matmul.fp32_precision = mm
+        cudnn_conv.fp32_precision = conv
+    else:
+        matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def tf32_state():
+    matmul = torch.backends.cuda.matmul
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and cudnn_conv is not None:
+        return f"matmul {matmul.fp32_precision}, cudnn conv {cudnn_conv.fp32_precision}"
+    return f"matmul allow_tf32={matmul.allow_tf32}, cudnn allow_tf32={torch.backends.cudnn.allow_tf32}"
+
+
+if args.tf32 != "default":
+    set_tf32(args.tf32 == "on")
+name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+print(f"bench_torch: torch {torch.__version__} (CUDA {torch.version.cuda}), device {dev} ({name}), "
+      f"tf32 {args.tf32}: {tf32_state()}, threads {torch.get_num_threads()}", file=sys.stderr)
 model = UNet().to(dev)
 sched = Schedule()
 for name in Schedule.NAMES:

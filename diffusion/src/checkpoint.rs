@@ -16,6 +16,22 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::network::NoisePredictor;
 use crate::UNet;
 
+/// Is `name` the bias of a convolution followed by a BatchNorm (`X.i.bias` with a
+/// `X.(i+1).running_mean`)?
+pub fn feeds_batch_norm(name: &str, names: &[&str]) -> bool {
+    let Some(layer) = name.strip_suffix(".bias") else {
+        return false;
+    };
+    let Some((prefix, index)) = layer.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(i) = index.parse::<usize>() else {
+        return false;
+    };
+    let stat = format!("{prefix}.{}.running_mean", i + 1);
+    names.contains(&stat.as_str())
+}
+
 /// Is this `state_dict` entry a trainable parameter (not a BatchNorm statistic)?
 pub fn is_trainable(name: &str) -> bool {
     !(name.ends_with(".running_mean")

@@ -15,6 +15,7 @@
 //! | data | [`data`] |
 //! | pictures, a model summary | [`display`], [`summary`] |
 //! | checkpoints under PyTorch's names | [`checkpoint`] |
+//! | sample quality: a classifier, FD, KID, class histogram | [`eval`] |
 //!
 //! Bad input (a wrong shape or dtype, a timestep out of range, a missing or corrupt file) is an
 //! `anyhow` error that says what was expected and what to do, not a panic. The convolutions and
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod data;
 pub mod device;
 pub mod display;
+pub mod eval;
 pub mod files;
 pub mod forward;
 pub mod layers;

@@ -120,7 +120,7 @@ impl Progress {
 pub use crate::clock::format_duration;
 
 /// The trainable weights of `varmap` (BatchNorm statistics excluded), sorted by name.
-fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
+pub(crate) fn trainable(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap
         .data()
         .lock()

@@ -145,18 +145,8 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
     // shift, so their true gradient is zero, and they are measured against the norm of all
     // gradients (PyTorch's are rounding noise).
     let data = varmap.data().lock().unwrap();
-    let feeds_batch_norm = |name: &str| -> bool {
-        let Some(layer) = name.strip_suffix(".bias") else {
-            return false;
-        };
-        let Some((prefix, index)) = layer.rsplit_once('.') else {
-            return false;
-        };
-        let Ok(i) = index.parse::<usize>() else {
-            return false;
-        };
-        data.contains_key(&format!("{prefix}.{}.running_mean", i + 1))
-    };
+    let names: Vec<&str> = data.keys().map(String::as_str).collect();
+    let feeds_batch_norm = |name: &str| diffusion::checkpoint::feeds_batch_norm(name, &names);
     let all: f64 = p
         .iter()
         .filter(|(k, _)| k.starts_with("grad."))

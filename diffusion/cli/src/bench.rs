@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use diffusion::{sample_images, Rng, TrainConfig, Trainer};
 
@@ -45,15 +45,20 @@ pub fn run(device: &Device, runs: usize) -> Result<BenchResult> {
     let mut trainer = Trainer::new(TrainConfig::course(), device)?;
     let mut rng = Rng::new(0);
     let x_0 = rng.randn((128, 1, 16, 16), device)?.clamp(-1f32, 1f32)?;
-    let train_step_ms = median_ms(runs, || trainer.train_step(&x_0).map(|_| ()))?;
+    // A GPU runs the last operations after a call returns: wait for them inside each timing.
+    let train_step_ms = median_ms(runs, || {
+        trainer.train_step(&x_0)?;
+        Ok(device.synchronize()?)
+    })?;
     let (model, schedule) = (&trainer.model, &trainer.schedule);
     let sample150_ms = median_ms(runs, || {
-        sample_images(model, schedule, 1, 0, &mut rng).map(|_| ())
+        sample_images(model, schedule, 1, 0, &mut rng)?;
+        Ok(device.synchronize()?)
     })?;
     let sample150x64_ms = median_ms(runs.div_ceil(3), || {
-        sample_images(model, schedule, 64, 0, &mut rng).map(|_| ())
+        sample_images(model, schedule, 64, 0, &mut rng)?;
+        Ok(device.synchronize()?)
     })?;
-    let _ = Tensor::zeros(1, candle_core::DType::F32, device)?;
     Ok(BenchResult {
         train_step_ms,
         sample150_ms,

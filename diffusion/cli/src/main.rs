@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diffusion::display::ImageGrid;
 use diffusion::train::format_duration;
 use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
+use diffusion_cli::score;
 
 #[derive(Parser)]
 #[command(
@@ -116,11 +117,111 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// The FashionMNIST classifier whose features `diffusion score` compares.
+    Classifier {
+        #[command(subcommand)]
+        action: ClassifierCommand,
+    },
+    /// Score samples (float32 .npy of [N, 1, 16, 16] in [-1, 1], N > 128): Fréchet distance and
+    /// KID against real test images, the real-versus-real floor at the same N, the class
+    /// histogram.
+    Score {
+        /// The samples, e.g. runs/latest/samples.npy from `diffusion sample --n 1000`.
+        samples: PathBuf,
+        #[arg(long, default_value = score::DEFAULT_CLASSIFIER)]
+        classifier: PathBuf,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Real reference images (default: the 10,000 - N test images not in the floor set).
+        #[arg(long)]
+        real_n: Option<usize>,
+        /// Seed of the split of the test images into the floor set and the reference.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// The table of docs/quality.md: DDPM, DDIM, real, blurred real and noise, scored alike.
+    QualityTable(score::QualityOptions),
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
         #[arg(long, default_value_t = 10)]
         runs: usize,
+    },
+    /// Check training on a GPU: parity with the CPU, timings, a training run, as a report.
+    ///
+    /// Parity: notebook 02's U-Net on the device against PyTorch's numbers (tests/fixtures) and
+    /// against the CPU from seeded weights on seeded batches (training-mode output, loss, every
+    /// gradient, BatchNorm statistics, evaluation-mode output; on CUDA with TF32 off, then on).
+    /// Timings: as `diffusion bench`. Training: the course's settings on FashionMNIST (train and
+    /// test splits), then 64 samples. Prints Markdown and writes it to OUT/report.md, with
+    /// model.safetensors, losses.csv, samples.npy and samples.png. On the CPU (a dry run) the
+    /// side under test is candle's own operations, against PyTorch and the crate's fast
+    /// kernels. A part that fails does not stop the others; the command exits 1 when parity
+    /// fails or a part stopped with an error.
+    GpuCheck {
+        /// cuda or cpu (default: cuda when built with the `cuda` feature and a GPU answers).
+        #[arg(long, value_enum)]
+        device: Option<CheckDevice>,
+        /// Output folder.
+        #[arg(long, default_value = "runs/gpu-check")]
+        out: PathBuf,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training epochs.
+        #[arg(long, default_value_t = diffusion::settings::EPOCHS)]
+        epochs: usize,
+        /// Stop training after this many steps (0: no training).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Repetitions of each timing (median reported).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Seed of the parity check's weights and batch, and of the training run.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training images: all (train and test, 70,000, as the course) or train (60,000).
+        #[arg(long, value_enum, default_value_t = CheckImages::All)]
+        images: CheckImages,
+        /// Images in each seeded parity batch (larger ones make an f32 rounding flip of a
+        /// ReLU or max-pool decision likely, which moves gradients past the tolerance).
+        #[arg(long, default_value_t = 16)]
+        parity_batch: usize,
+        /// Seeded networks compared with the CPU.
+        #[arg(long, default_value_t = 3)]
+        parity_seeds: usize,
+        /// PyTorch's parity fixtures (default: tests/fixtures when it is there, else skipped).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckDevice {
+    Cuda,
+    Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckImages {
+    All,
+    Train,
+}
+
+#[derive(Subcommand)]
+enum ClassifierCommand {
+    /// Train it on the train split, measure it on the test split, save it.
+    Train {
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = score::DEFAULT_CLASSIFIER)]
+        out: PathBuf,
     },
 }
 
@@ -204,6 +305,83 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::GpuCheck {
+            device,
+            out,
+            data,
+            epochs,
+            max_steps,
+            runs,
+            seed,
+            images,
+            parity_batch,
+            parity_seeds,
+            fixtures,
+        } => {
+            use diffusion_cli::gpu_check::{self, Images, Target};
+            if parity_batch == 0 {
+                anyhow::bail!("--parity-batch must be at least 1");
+            }
+            let config = gpu_check::Config {
+                target: device.map(|d| match d {
+                    CheckDevice::Cuda => Target::Cuda,
+                    CheckDevice::Cpu => Target::Cpu,
+                }),
+                out,
+                data,
+                epochs,
+                max_steps,
+                runs,
+                seed,
+                images: match images {
+                    CheckImages::All => Images::All,
+                    CheckImages::Train => Images::Train,
+                },
+                parity_batch,
+                parity_seeds,
+                fixtures,
+            };
+            let outcome = gpu_check::run(&config)?;
+            println!("report: {}", outcome.report.display());
+            if !outcome.passed() {
+                anyhow::bail!(
+                    "{}; see {}",
+                    outcome.failures().join("; "),
+                    outcome.report.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Classifier {
+            action:
+                ClassifierCommand::Train {
+                    epochs,
+                    seed,
+                    data,
+                    out,
+                },
+        } => {
+            println!(
+                "{}",
+                score::classifier_train(data.as_deref(), epochs, seed, &out)?
+            );
+            Ok(())
+        }
+        Command::Score {
+            samples,
+            classifier,
+            data,
+            real_n,
+            seed,
+        } => {
+            let report = score::score(&samples, &classifier, data.as_deref(), real_n, seed)?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::QualityTable(opts) => {
+            println!("{}", score::quality_table(&opts)?);
+            Ok(())
+        }
         Command::Bench { runs } => {
             let dev = device()?;
             let r = diffusion_cli::bench::run(&dev, runs)?;
@@ -252,16 +430,7 @@ fn train(config: TrainConfig, data: Option<&Path>, n_samples: usize, out: &Path)
     if tty {
         println!();
     }
-    let losses: String = std::iter::once("step,loss\n".to_string())
-        .chain(
-            trainer
-                .losses
-                .iter()
-                .enumerate()
-                .map(|(i, l)| format!("{},{l}\n", i + 1)),
-        )
-        .collect();
-    diffusion::files::write_atomic(&out.join("losses.csv"), losses.as_bytes())?;
+    diffusion_cli::write_losses(&out.join("losses.csv"), &trainer.losses)?;
     let last = match result {
         Ok(last) => last,
         Err(e) => {

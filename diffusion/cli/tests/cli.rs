@@ -307,3 +307,66 @@ fn grade_lists_sets_and_grades_an_example() {
     let o = diffusion(&["grade", "--set", "assignment4", "/nonexistent/answers.toml"]);
     assert!(!o.status.success());
 }
+
+/// `score` reports the distance of the samples and of a real set of the same size to the real
+/// reference, with the class histogram; a file too small for a covariance is refused for that.
+#[test]
+fn score_reports_the_distance_and_its_floor_and_refuses_too_few_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tiny_data(&data, 16, 600);
+    let classifier = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/classifier.safetensors"
+    );
+    let dev = candle_core::Device::Cpu;
+    let write = |n: usize| {
+        let x = diffusion::Rng::new(n as u64)
+            .randn((n, 1, 16, 16), &dev)
+            .unwrap()
+            .clamp(-1f32, 1f32)
+            .unwrap();
+        let path = tmp.path().join(format!("noise{n}.npy"));
+        diffusion_cli::npy::save_npy(&x, &path).unwrap();
+        path
+    };
+    let score = |path: &std::path::Path| {
+        diffusion(&[
+            "score",
+            path.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--classifier",
+            classifier,
+        ])
+    };
+    let o = score(&write(200));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let fd = |row: &str| -> f64 {
+        // the table's rows: name, N, FD, KID, evenness
+        let numbers = |l: &str| -> Option<Vec<f64>> {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .rev()
+                .take(4)
+                .flat_map(str::parse)
+                .collect();
+            (v.len() == 4).then_some(v)
+        };
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row) && numbers(l).is_some());
+        numbers(line.unwrap_or_else(|| panic!("no row {row}: {out}"))).unwrap()[2]
+    };
+    // noise is far from real images; two real sets of the same size are close
+    assert!(fd("samples") > 10.0 * fd("real floor"), "{out}");
+    assert!(
+        out.contains("T-shirt/top") && out.contains("Ankle boot"),
+        "{out}"
+    );
+
+    let o = score(&write(20));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("129"), "{}", stderr(&o));
+}
