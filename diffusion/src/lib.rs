@@ -50,7 +50,7 @@ pub use network::NoisePredictor;
 pub use notebook02::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 pub use reverse::{reverse_q, reverse_q_with_noise};
 pub use rng::Rng;
-pub use sample::{sample_ddim, sample_images, Samples};
+pub use sample::{sample_ddim, sample_images, sample_images_from, Samples};
 pub use schedule::Schedule;
 pub use train::{Progress, TrainConfig, Trainer};
 

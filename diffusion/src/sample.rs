@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
 use crate::network::NoisePredictor;
-use crate::{reverse_q, Rng, Schedule};
+use crate::{reverse_q_with_noise, Rng, Schedule};
 
 /// The result of sampling `n` images.
 #[derive(Debug, Clone)]
@@ -79,15 +79,51 @@ pub fn sample_images<M: NoisePredictor>(
     rng: &mut Rng,
 ) -> Result<Samples> {
     check_sampling(model, schedule, n)?;
+    let x_start = start_noise(model, n, rng, schedule.device())?;
+    sample_images_from(model, schedule, x_start, ncols, |_, x| rng.randn_like(x))
+}
+
+/// [`sample_images`] from a given start `x_start` `[n, C, H, W]`, with the noise of each step
+/// given by `step_noise(t, x_t)` (called for `t = T-1, ..., 1`; `t = 0` adds none):
+///
+/// ```text
+/// for t = T-1, ..., 0:   e_t = model(x_t, t);   x_{t-1} = reverse_q(x_t, t, e_t, z = step_noise(t, x_t))
+/// ```
+///
+/// With the same start and the same noises, two implementations of the sampler must agree.
+pub fn sample_images_from<M: NoisePredictor>(
+    model: &M,
+    schedule: &Schedule,
+    x_start: Tensor,
+    ncols: usize,
+    mut step_noise: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+) -> Result<Samples> {
+    let n = x_start.dim(0)?;
+    check_sampling(model, schedule, n)?;
+    let shape = model.image_shape();
+    if x_start.dims().get(1..) != Some(&shape[..]) {
+        bail!(
+            "the starting noise must be [n, {}, {}, {}], got {:?}",
+            shape[0],
+            shape[1],
+            shape[2],
+            x_start.dims()
+        );
+    }
     let device = schedule.device();
     let keep = strip_steps(schedule.len(), ncols.max(1));
-    let mut x = start_noise(model, n, rng, device)?;
+    let mut x = x_start.to_device(device)?;
     let mut frames = vec![x.clone()];
     let mut frame_steps = vec![None];
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, device)?;
         let e_t = model.predict_noise(&x, &t_batch, false)?.detach(); // no gradient history across steps
-        x = reverse_q(schedule, &x, t, &e_t, rng)?.detach();
+        let z = if t > 0 {
+            step_noise(t, &x)?.to_device(device)?
+        } else {
+            x.zeros_like()?
+        };
+        x = reverse_q_with_noise(schedule, &x, t, &e_t, &z)?.detach();
         if ncols > 0 && keep.contains(&t) {
             frames.push(x.clone());
             frame_steps.push(Some(t));
