@@ -1,6 +1,6 @@
 //! Set `assignment4`: sinusoidal embedding, U-Net shapes and loss, autograd (`answers/assignment4.md`).
 
-use super::question::{choice, free, Expected, Question, QuestionSet};
+use super::question::{any_of, choice, free, Expected, Question, QuestionSet};
 use crate::theory::{embedding, energy, shapes};
 
 /// The set.
@@ -23,16 +23,30 @@ fn questions() -> Vec<Question> {
         },
         Question {
             id: "q2",
-            prompt: "embedding of t = 1, d = 8, max period 10000, sin/cos interleaved (8 numbers)",
+            prompt:
+                "embedding of t = 1, d = 8, max period 10000, sin/cos interleaved (8 numbers): \
+                     the formula of q1 as written (exponent i/d) or with pairs sharing 2k/d",
             expected: || {
-                Ok(Expected::Vector {
-                    values: embedding::embed(1.0, 8, 10000.0, embedding::Convention::Interleaved)?,
-                    abs_tol: 1e-4,
-                    rel_tol: 0.0,
-                })
+                let vector = |convention| -> anyhow::Result<Expected> {
+                    Ok(Expected::Vector {
+                        values: embedding::embed(1.0, 8, 10000.0, convention)?,
+                        abs_tol: 1e-4,
+                        rel_tol: 0.0,
+                    })
+                };
+                Ok(any_of(vec![
+                    (
+                        "as written: exponent i/d",
+                        vector(embedding::Convention::PerEntry)?,
+                    ),
+                    (
+                        "pairs sharing 10000^(-2k/d), as in transformers",
+                        vector(embedding::Convention::Interleaved)?,
+                    ),
+                ]))
             },
-            hint: "entries 2k and 2k+1 share the frequency 10000^(-2k/8) = 10^-k: \
-                   [sin 1, cos 1, sin 0.1, cos 0.1, ...]",
+            hint: "as written, entry i uses 10000^(i/8) = 10^(i/2): [sin 1, cos 10^-0.5, sin 0.1, \
+                   cos 10^-1.5, ...]; with shared pairs [sin 1, cos 1, sin 0.1, cos 0.1, ...]",
             link: "answers/assignment4.md#q2",
         },
         Question {

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::question::{free, Expected, Question, QuestionSet};
+use super::question::{any_of, choice_shown, free, Expected, Question, QuestionSet};
 use crate::theory::ddpm as th;
 use diffusion::settings::{BATCH_SIZE, EPOCHS, T};
 
@@ -51,10 +51,7 @@ fn shape(dims: &[usize]) -> Result<Expected> {
 }
 
 fn choice(accepted: &[&str], shown: &str) -> Result<Expected> {
-    Ok(Expected::Choice {
-        accepted: accepted.iter().map(|s| s.to_string()).collect(),
-        shown: shown.to_string(),
-    })
+    Ok(choice_shown(accepted, shown))
 }
 
 fn q(
@@ -205,11 +202,11 @@ fn questions() -> Vec<Question> {
         q("q11", "How does the ELBO connect to the simple loss?", free,
           "Write each KL term as a weighted noise MSE and see which timesteps the weight favours.",
           "answers/ddpm-math.md#q11"),
-        q("q11a", "ELBO weight B^2 / (2 sigma^2 a (1 - a_bar)) at t = 1 with sigma^2 = B",
+        q("q11a", "ELBO weight B^2 / (2 sigma^2 a (1 - a_bar)) at index t = 1 (0-indexed as in the notebook: the second step), sigma^2 = B",
           || { let v = th::course_values()?; num(th::elbo_weight(&v, 1, v.b[1])?) },
           "With sigma^2 = B the weight is B / (2 a (1 - a_bar)).",
           "answers/ddpm-math.md#q11"),
-        q("q11b", "The same weight at t = 149",
+        q("q11b", "The same weight at index t = 149 (the last step)",
           || { let v = th::course_values()?; num(th::elbo_weight(&v, T - 1, v.b[T - 1])?) },
           "0.02 / (2 * 0.98 * (1 - a_bar[149])).",
           "answers/ddpm-math.md#q11"),
@@ -225,9 +222,9 @@ fn questions() -> Vec<Question> {
           || num(th::score_scale(&th::course_values()?, T - 1)?),
           "1 / sqrt(1 - 0.2192).",
           "answers/ddpm-math.md#q12"),
-        q("q12b", "Noise std of a Langevin step with step size B over the DDPM step's sqrt(B)",
-          || num(th::langevin_noise_std(1.0)),
-          "Langevin adds sqrt(2 * step) noise.",
+        q("q12b", "Langevin step x + d * score + sqrt(2 d) z with d = B[149]: its noise std over the DDPM step's sqrt(B[149])",
+          || { let b = th::course_values()?.b[T - 1]; num(th::langevin_noise_std(b) / b.sqrt()) },
+          "In this form of the Langevin step the noise std is sqrt(2 d).",
           "answers/ddpm-math.md#q12"),
         q("q13", "Why normalize timesteps to [0, 1] before embedding?", free,
           "Say what dividing by T changes (the scale) and what it does not (ratios between timesteps).",
@@ -237,8 +234,14 @@ fn questions() -> Vec<Question> {
           "Timesteps stop at T - 1 = 149.",
           "answers/ddpm-math.md#q13"),
         q("q13b", "Standard deviation of (t - T/2) / (T/6) for t uniform on 0..T-1",
-          || num(th::uniform_timestep_std(T) / (T as f64 / 6.0)),
-          "A uniform variable on 0..149 has std sqrt((150^2 - 1) / 12).",
+          || {
+              let scale = T as f64 / 6.0;
+              Ok(any_of(vec![
+                  ("population std", num(th::uniform_timestep_std(T) / scale)?),
+                  ("sample std of the 150 values", num(th::sample_std(&th::timesteps(T)) / scale)?),
+              ]))
+          },
+          "A uniform variable on 0..149 has std sqrt((150^2 - 1) / 12); divide by T/6 = 25.",
           "answers/ddpm-math.md#q13"),
         q("q13c", "Ratio of first-layer weight gradients for t = 149 and t = 1 after dividing t by T",
           || num(th::normalized_timestep(T - 1, T)? / th::normalized_timestep(1, T)?),
@@ -394,6 +397,8 @@ mod tests {
             ("q9a", 149.0 / 150.0),
             ("q12b", std::f64::consts::SQRT_2),
             ("q13b", 1.732_012),
+            // sqrt(T (T + 1) / 12) / 25, the n - 1 form of the same spread
+            ("q13b", (150.0f64 * 151.0 / 12.0).sqrt() / 25.0),
             ("q13c", 149.0),
             ("q14c", 32_768.0),
             ("q16b", 0.01),
@@ -404,15 +409,23 @@ mod tests {
         let qs = questions();
         for (id, want) in hand {
             let q = qs.iter().find(|q| q.id == *id).unwrap();
-            match (q.expected)().unwrap() {
-                Expected::Number { value, .. } => {
-                    assert!(
-                        (value - want).abs() <= 1e-6 * want.abs().max(1.0),
-                        "{id}: {value} vs {want}"
-                    )
-                }
+            let values: Vec<f64> = match (q.expected)().unwrap() {
+                Expected::Number { value, .. } => vec![value],
+                Expected::AnyOf(options) => options
+                    .iter()
+                    .map(|(_, e)| match e {
+                        Expected::Number { value, .. } => *value,
+                        other => panic!("{id}: {other:?}"),
+                    })
+                    .collect(),
                 other => panic!("{id}: {other:?}"),
-            }
+            };
+            assert!(
+                values
+                    .iter()
+                    .any(|value| (value - want).abs() <= 1e-6 * want.abs().max(1.0)),
+                "{id}: {values:?} vs {want}"
+            );
         }
     }
 

@@ -74,6 +74,7 @@ pub fn kind(expected: &Expected) -> &'static str {
         Expected::Number { .. } => "number",
         Expected::Vector { .. } => "vector",
         Expected::Choice { .. } => "choice",
+        Expected::AnyOf(options) => options.first().map(|(_, e)| kind(e)).unwrap_or("number"),
         Expected::FreeText => "text",
     }
 }
@@ -263,6 +264,82 @@ mod tests {
         let r = grade_submission(&a4(), "q6b = \"none\"\nq7a = 0").unwrap();
         assert_eq!(r.verdict("q6b"), Some(Verdict::Incorrect));
         assert_eq!(r.verdict("q7a"), Some(Verdict::Unparseable));
+    }
+
+    /// A submission that writes, for every question of every set, the expected answer the
+    /// report shows: each must be graded correct (one submission per option where a question
+    /// admits several).
+    #[test]
+    fn every_shown_answer_is_accepted() {
+        fn answers(e: &Expected) -> Vec<toml::Value> {
+            let num = |x: f64| toml::Value::Float(x);
+            match e {
+                Expected::Number { value, .. } => vec![num(*value)],
+                Expected::Vector { values, .. } => {
+                    vec![toml::Value::Array(values.iter().map(|x| num(*x)).collect())]
+                }
+                Expected::Choice { shown, .. } => vec![toml::Value::String(shown.clone())],
+                Expected::AnyOf(options) => options.iter().flat_map(|(_, e)| answers(e)).collect(),
+                Expected::FreeText => vec![],
+            }
+        }
+        for set in sets() {
+            for q in (set.questions)() {
+                let expected = (q.expected)().unwrap();
+                for given in answers(&expected) {
+                    let mut table = toml::Table::new();
+                    table.insert(q.id.to_string(), given.clone());
+                    let r = report::grade_table(&set, &table).unwrap();
+                    assert_eq!(
+                        r.verdict(q.id),
+                        Some(Verdict::Correct),
+                        "{} / {}: {given}",
+                        set.id,
+                        q.id
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conventions_the_question_leaves_open_are_both_accepted() {
+        // assignment4 q2: q1's formula as written (exponent i/d) and the shared-pair layout.
+        let written = "q2 = [0.841471, 0.950415, 0.099833, 0.999500, 0.0099998, 0.999995, \
+                       0.0010000, 1.0]";
+        let pairs = "q2 = [0.841471, 0.540302, 0.099833, 0.995004, 0.0099998, 0.999950, \
+                     0.0010000, 0.9999995]";
+        for sub in [written, pairs] {
+            let r = grade_submission(&a4(), sub).unwrap();
+            assert_eq!(r.verdict("q2"), Some(Verdict::Correct), "{sub}");
+        }
+        let r = grade_submission(&a4(), "q2 = [1, 0, 0, 0, 0, 0, 0, 0]").unwrap();
+        assert_eq!(r.verdict("q2"), Some(Verdict::Incorrect));
+        let shown = r.items.iter().find(|i| i.id == "q2").unwrap();
+        assert!(shown.expected.as_deref().unwrap_or("").contains(" or "));
+        // ddpm-math q13b: the population and the sample standard deviation (0.3% apart, more
+        // than the 0.1% tolerance) are both right; a value between them is not.
+        let dm = find_set("ddpm-math").unwrap();
+        for (value, verdict) in [
+            ("1.7320", Verdict::Correct),
+            ("1.7378", Verdict::Correct),
+            ("1.7349", Verdict::Incorrect),
+        ] {
+            let r = grade_submission(&dm, &format!("q13b = {value}")).unwrap();
+            assert_eq!(r.verdict("q13b"), Some(verdict), "q13b = {value}");
+        }
+        // ddpm-math q11c: the form the report shows is accepted as written.
+        let r = grade_submission(&dm, "q11c = \"small t (little noise)\"").unwrap();
+        assert_eq!(r.verdict("q11c"), Some(Verdict::Correct));
+    }
+
+    #[test]
+    fn shapes_in_parentheses_and_unicode_minus() {
+        let dm = find_set("ddpm-math").unwrap();
+        let r = grade_submission(&dm, "q14a = \"(128, 1, 16, 16)\"").unwrap();
+        assert_eq!(r.verdict("q14a"), Some(Verdict::Correct));
+        let r = grade_submission(&gm(), "2a = \"\u{2212}0.6931\"").unwrap();
+        assert_eq!(r.verdict("2a"), Some(Verdict::Correct));
     }
 
     #[test]

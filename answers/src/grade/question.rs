@@ -18,12 +18,15 @@ pub enum Expected {
         abs_tol: f64,
         rel_tol: f64,
     },
-    /// One of a few accepted forms (matched case-insensitively, surrounding spaces ignored);
-    /// `shown` is the form the report prints as the expected answer.
+    /// One of a few accepted forms (matched ignoring case and all whitespace); `shown` is the
+    /// form the report prints as the expected answer, and is always accepted itself.
     Choice {
         accepted: Vec<String>,
         shown: String,
     },
+    /// Two or more answers that are each right under a convention the question leaves open
+    /// (e.g. the population or the sample standard deviation), each named by a short label.
+    AnyOf(Vec<(String, Expected)>),
     /// Free text: graded by hand (`manual`), with a link to the worked answer.
     FreeText,
 }
@@ -60,8 +63,27 @@ pub fn free() -> anyhow::Result<Expected> {
 
 /// A choice accepting any of `accepted`; the first is shown as the expected answer.
 pub fn choice(accepted: &[&str]) -> Expected {
-    Expected::Choice {
-        accepted: accepted.iter().map(|s| s.to_string()).collect(),
-        shown: accepted.first().copied().unwrap_or_default().to_string(),
+    choice_shown(accepted, accepted.first().copied().unwrap_or_default())
+}
+
+/// A choice accepting any of `accepted` and `shown`, the form the report prints.
+pub fn choice_shown(accepted: &[&str], shown: &str) -> Expected {
+    let mut accepted: Vec<String> = accepted.iter().map(|s| s.to_string()).collect();
+    if !accepted.iter().any(|a| a == shown) {
+        accepted.push(shown.to_string());
     }
+    Expected::Choice {
+        accepted,
+        shown: shown.to_string(),
+    }
+}
+
+/// Any of the labelled answers.
+pub fn any_of(options: Vec<(&str, Expected)>) -> Expected {
+    Expected::AnyOf(
+        options
+            .into_iter()
+            .map(|(label, e)| (label.to_string(), e))
+            .collect(),
+    )
 }

@@ -264,6 +264,101 @@ fn fmt_vector(v: &[f64]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// What [`judge`] makes of one answer.
+struct Judged {
+    /// The expected answer as the report prints it (`None` for free text).
+    shown: Option<String>,
+    /// `None`: no answer; `Some(Ok(right))`; `Some(Err(why))`: unreadable.
+    outcome: Option<Result<bool, String>>,
+    /// What differs, when that is more than the values (e.g. a wrong length).
+    detail: Option<String>,
+}
+
+/// Compares one given value (if any) with what the question expects.
+fn judge(expected: &Expected, given: Option<&toml::Value>) -> Judged {
+    let given = given.filter(|v| !is_blank(v));
+    let mut detail = None;
+    let (shown, outcome) = match expected {
+        Expected::Number {
+            value,
+            abs_tol,
+            rel_tol,
+        } => (
+            Some(format!(
+                "{}{}",
+                fmt_number(*value),
+                fmt_tol(*value, *abs_tol, *rel_tol)
+            )),
+            given.map(|v| read_number(v).map(|x| within(x, *value, *abs_tol, *rel_tol))),
+        ),
+        Expected::Vector {
+            values,
+            abs_tol,
+            rel_tol,
+        } => {
+            let outcome = given.map(|v| {
+                read_vector(v).map(|g| {
+                    if g.len() != values.len() {
+                        detail = Some(format!("expected {} values, got {}", values.len(), g.len()));
+                        return false;
+                    }
+                    g.iter()
+                        .zip(values)
+                        .all(|(g, e)| within(*g, *e, *abs_tol, *rel_tol))
+                })
+            });
+            let tol = values
+                .iter()
+                .map(|v| fmt_tol(*v, *abs_tol, *rel_tol))
+                .find(|t| !t.is_empty())
+                .map(|t| format!("{t} each"))
+                .unwrap_or_default();
+            (Some(format!("{}{tol}", fmt_vector(values))), outcome)
+        }
+        Expected::Choice { accepted, shown } => (
+            Some(format!("\"{shown}\"")),
+            given.map(|v| {
+                read_choice(v).map(|c| {
+                    accepted
+                        .iter()
+                        .any(|a| super::value::normalize_choice(a) == c)
+                })
+            }),
+        ),
+        Expected::AnyOf(options) => {
+            let judged: Vec<(&String, Judged)> = options
+                .iter()
+                .map(|(label, e)| (label, judge(e, given)))
+                .collect();
+            let shown = judged
+                .iter()
+                .map(|(label, j)| format!("{} ({label})", j.shown.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let outcome = given.map(|_| {
+                let outcomes = || judged.iter().filter_map(|(_, j)| j.outcome.clone());
+                if outcomes().any(|o| o == Ok(true)) {
+                    Ok(true)
+                } else if let Some(ok) = outcomes().find(|o| o.is_ok()) {
+                    ok
+                } else {
+                    outcomes().next().unwrap_or(Ok(false))
+                }
+            });
+            if outcome != Some(Ok(true)) {
+                detail = judged.into_iter().find_map(|(_, j)| j.detail);
+            }
+            (Some(shown), outcome)
+        }
+        Expected::FreeText => (None, given.map(|_| Err(String::new()))),
+    };
+    Judged {
+        shown,
+        outcome,
+        detail,
+    }
+}
+
 /// Grades a parsed submission against a set.
 pub fn grade_table(set: &QuestionSet, table: &toml::Table) -> Result<Report> {
     let questions = (set.questions)();
@@ -282,61 +377,12 @@ pub fn grade_table(set: &QuestionSet, table: &toml::Table) -> Result<Report> {
             hint: None,
             link: q.link.to_string(),
         };
-        let (shown, outcome): (Option<String>, Option<Result<bool, String>>) = match &expected {
-            Expected::Number {
-                value,
-                abs_tol,
-                rel_tol,
-            } => (
-                Some(format!(
-                    "{}{}",
-                    fmt_number(*value),
-                    fmt_tol(*value, *abs_tol, *rel_tol)
-                )),
-                given
-                    .filter(|v| !is_blank(v))
-                    .map(|v| read_number(v).map(|x| within(x, *value, *abs_tol, *rel_tol))),
-            ),
-            Expected::Vector {
-                values,
-                abs_tol,
-                rel_tol,
-            } => {
-                let outcome = given.filter(|v| !is_blank(v)).map(|v| {
-                    read_vector(v).map(|g| {
-                        if g.len() != values.len() {
-                            item.detail =
-                                Some(format!("expected {} values, got {}", values.len(), g.len()));
-                            return false;
-                        }
-                        g.iter()
-                            .zip(values)
-                            .all(|(g, e)| within(*g, *e, *abs_tol, *rel_tol))
-                    })
-                });
-                let tol = values
-                    .iter()
-                    .map(|v| fmt_tol(*v, *abs_tol, *rel_tol))
-                    .find(|t| !t.is_empty())
-                    .map(|t| format!("{t} each"))
-                    .unwrap_or_default();
-                (Some(format!("{}{tol}", fmt_vector(values))), outcome)
-            }
-            Expected::Choice { accepted, shown } => (
-                Some(format!("\"{shown}\"")),
-                given.filter(|v| !is_blank(v)).map(|v| {
-                    read_choice(v).map(|c| {
-                        accepted
-                            .iter()
-                            .any(|a| super::value::normalize_choice(a) == c)
-                    })
-                }),
-            ),
-            Expected::FreeText => (
-                None,
-                given.filter(|v| !is_blank(v)).map(|_| Err(String::new())),
-            ),
-        };
+        let Judged {
+            shown,
+            outcome,
+            detail,
+        } = judge(&expected, given);
+        item.detail = detail;
         item.expected = shown;
         item.verdict = match (&expected, outcome) {
             (_, None) => Verdict::Missing,

@@ -5,15 +5,20 @@
 //! - a number: a TOML integer or float (`inf` and `-inf` included), or a string holding a
 //!   decimal (`"0.5"`, `"1e-3"`), a fraction `"a/b"` (`"1/2"`, `"-7/4"`) or an infinity
 //!   (`"inf"`, `"-inf"`, `"infinity"`, `"∞"`, `"-∞"`); `nan` is never a valid answer;
+//!   A minus sign may be the ASCII hyphen or the Unicode minus `−` (U+2212) that word processors
+//!   and many PDFs use (`"−0.69"`);
 //! - a vector: a TOML array of such numbers, or a string of numbers separated by commas or by
-//!   `x` (`"0.9, 0.8, 0.72"`, `"[4, 2]"`, `"8x8"`, `"8 × 8"`);
-//! - a choice: a string (case and whitespace ignored) or a boolean (`false` reads as `"false"`).
+//!   `x`, in brackets, parentheses or neither (`"0.9, 0.8, 0.72"`, `"[4, 2]"`,
+//!   `"(128, 1, 16, 16)"`, `"8x8"`, `"8 × 8"`);
+//! - a choice: a string (case and all whitespace ignored) or a boolean (`false` reads as
+//!   `"false"`).
 //!
 //! Each reader returns `Err(reason)` with a sentence saying what form was expected.
 
 /// Parses a number written as text: decimal, fraction `a/b`, or an infinity.
 pub fn number_from_str(s: &str) -> Option<f64> {
-    let t = s.trim();
+    let t = s.trim().replace('\u{2212}', "-");
+    let t = t.as_str();
     let lower = t.to_lowercase();
     match lower.as_str() {
         "inf" | "+inf" | "infinity" | "+infinity" | "∞" | "+∞" => return Some(f64::INFINITY),
@@ -63,7 +68,8 @@ pub fn read_number(v: &toml::Value) -> Result<f64, String> {
 
 /// Reads a vector.
 pub fn read_vector(v: &toml::Value) -> Result<Vec<f64>, String> {
-    const FORMS: &str = "write a list of numbers such as [0.9, 0.8] (a shape may be \"8x8\")";
+    const FORMS: &str =
+        "write a list of numbers such as [0.9, 0.8] (a shape may be \"8x8\" or \"(8, 8)\")";
     match v {
         toml::Value::Array(items) => items
             .iter()
@@ -74,7 +80,12 @@ pub fn read_vector(v: &toml::Value) -> Result<Vec<f64>, String> {
             })
             .collect(),
         toml::Value::String(s) => {
-            let inner = s.trim().trim_start_matches('[').trim_end_matches(']');
+            let t = s.trim();
+            let inner = t
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .or_else(|| t.strip_prefix('(').and_then(|t| t.strip_suffix(')')))
+                .unwrap_or(t);
             let parts: Vec<&str> = if inner.contains(',') {
                 inner.split(',').collect()
             } else {
@@ -147,6 +158,11 @@ mod tests {
         assert_eq!(number_from_str("-inf"), Some(f64::NEG_INFINITY));
         assert_eq!(number_from_str("Infinity"), Some(f64::INFINITY));
         assert_eq!(number_from_str("∞"), Some(f64::INFINITY));
+        // The Unicode minus of typeset text reads as a minus.
+        assert_eq!(number_from_str("\u{2212}0.5"), Some(-0.5));
+        assert_eq!(number_from_str("\u{2212}7/4"), Some(-1.75));
+        assert_eq!(number_from_str("1e\u{2212}3"), Some(0.001));
+        assert_eq!(number_from_str("\u{2212}∞"), Some(f64::NEG_INFINITY));
         for bad in [
             "", "seven", "nan", "1/0", "1/2/3", "sqrt(2)", "0x10", "1..2",
         ] {
@@ -163,6 +179,13 @@ mod tests {
         assert_eq!(read_vector(&arr), Ok(vec![4.0, 2.0]));
         assert_eq!(read_vector(&"8x8".into()), Ok(vec![8.0, 8.0]));
         assert_eq!(read_vector(&"8 × 8".into()), Ok(vec![8.0, 8.0]));
+        // A shape as Python prints it, and with a Unicode minus.
+        assert_eq!(
+            read_vector(&"(128, 1, 16, 16)".into()),
+            Ok(vec![128.0, 1.0, 16.0, 16.0])
+        );
+        assert_eq!(read_vector(&"[\u{2212}1, 0.5]".into()), Ok(vec![-1.0, 0.5]));
+        assert!(read_vector(&"(4, 2]".into()).is_err());
         assert_eq!(
             read_vector(&"[0.9, 0.8, 0.72]".into()),
             Ok(vec![0.9, 0.8, 0.72])

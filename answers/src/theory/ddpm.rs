@@ -255,6 +255,19 @@ pub fn counted_network_calls(steps: usize, batch: usize) -> Result<(usize, usize
     Ok((training, net.calls.get()))
 }
 
+/// The network calls the crate's DDIM sampler (`diffusion::sample_ddim`, deterministic) makes to
+/// draw one image when it visits `visited` of a schedule's `steps` timesteps, counted.
+pub fn counted_ddim_calls(steps: usize, visited: usize) -> Result<usize> {
+    let dev = Device::Cpu;
+    let schedule = Schedule::linear(steps, 0.0001, 0.02, &dev)?;
+    let net = CountingNet {
+        steps,
+        calls: 0.into(),
+    };
+    diffusion::sample_ddim(&net, &schedule, 1, visited, &mut diffusion::Rng::new(0))?;
+    Ok(net.calls.get())
+}
+
 /// Optimizer steps per epoch with the last partial batch dropped: `floor(images / batch)`.
 pub fn steps_per_epoch(images: usize, batch: usize) -> Result<usize> {
     if batch == 0 {
@@ -283,6 +296,21 @@ pub fn normalized_timestep(t: usize, steps: usize) -> Result<f64> {
 pub fn uniform_timestep_std(steps: usize) -> f64 {
     let n = steps as f64;
     ((n * n - 1.0) / 12.0).sqrt()
+}
+
+/// The timesteps `0, 1, ..., T-1` as numbers.
+pub fn timesteps(steps: usize) -> Vec<f64> {
+    (0..steps).map(|t| t as f64).collect()
+}
+
+/// Sample standard deviation `sqrt(sum (x - mean)^2 / (n - 1))` (0 for fewer than 2 values).
+pub fn sample_std(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(values);
+    let ss: f64 = values.iter().map(|x| (x - m).powi(2)).sum();
+    (ss / (values.len() - 1) as f64).sqrt()
 }
 
 /// Mean square of the values: the MSE of predicting zero noise.
@@ -412,11 +440,32 @@ mod tests {
         for t in 0..T {
             assert!(close(linear_beta(t, T, START, END).unwrap(), v.b[t], 1e-15));
         }
-        // the 1-indexed form start + (end - start)(t - 1)/(T - 1) is B[t - 1], not B[t]
-        let one_indexed = |t: usize| START + (END - START) * (t as f64 - 1.0) / 149.0;
-        assert!(close(one_indexed(149), v.b[148], 1e-15));
-        assert!(!close(one_indexed(149), v.b[149], 1e-6));
         assert!(linear_beta(150, T, START, END).is_err());
+    }
+
+    #[test]
+    fn one_indexed_beta_formulas() {
+        let v = course_values().unwrap();
+        // The review's notation counts steps s = 1..T (beta_1, ..., beta_T), so beta_s is the
+        // array's B[s - 1]. Its Q10 comment start + (end - start)(s - 1)/(T - 1) is right there:
+        // beta_1 = start, beta_T = end.
+        let q10 = |s: usize| START + (END - START) * (s as f64 - 1.0) / (T - 1) as f64;
+        for s in 1..=T {
+            assert!(close(q10(s), v.b[s - 1], 1e-15), "s = {s}");
+        }
+        assert!(close(q10(1), 0.0001, 1e-15) && close(q10(T), 0.02, 1e-15));
+        // Its Q3 formula (end - start)/(T - 1) s + start, in the same notation, is one step ahead:
+        // beta_1 = start + D = 0.0002336 (the array's B[1]) and beta_150 = end + D = 0.0201336,
+        // beyond the end value of the linspace.
+        let q3 = |s: usize| (END - START) / (T - 1) as f64 * s as f64 + START;
+        assert!(close(q3(1), 0.0001 + D, 1e-15) && close(q3(1), v.b[1], 1e-15));
+        assert!(close(q3(1), 0.000_233_6, 5e-8));
+        assert!(close(q3(T), 0.02 + D, 1e-15) && close(q3(T), 0.020_133_6, 5e-8));
+        assert!(q3(T) > v.b.iter().cloned().fold(f64::MIN, f64::max));
+        // read as the 0-indexed array, the Q3 formula is the array's own: B[t] = q3(t)
+        for t in 0..T {
+            assert!(close(q3(t), v.b[t], 1e-15));
+        }
     }
 
     #[test]
@@ -734,10 +783,10 @@ mod tests {
     }
 
     #[test]
-    fn elbo_weight_decreases() {
+    fn elbo_weight_falls_then_rises() {
         let v = course_values().unwrap();
         // The closed form against the KL it comes from, for both reverse variances.
-        for t in [0usize, 1, 2, 10, 75, 148, 149] {
+        for t in [0usize, 1, 2, 10, 75, 134, 135, 148, 149] {
             let mut variances = vec![v.b[t]];
             if t > 0 {
                 variances.push(posterior_variance(&v, t).unwrap());
@@ -758,6 +807,34 @@ mod tests {
         assert!(close(w1, 1.168_06, 1e-5));
         assert!(w1 > elbo_weight(&v, 149, posterior_variance(&v, 149).unwrap()).unwrap());
         assert!(elbo_weight(&v, 1, 0.0).is_err());
+        // Not monotone: read off the KL at every step, the weight with sigma^2 = B is smallest at
+        // t = 134 and rises from there to t = 149; with sigma^2 = B~ it is smallest at t = 135.
+        let argmin = |w: &[(usize, f64)]| {
+            w.iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|p| p.0)
+                .unwrap()
+        };
+        let from_kl: Vec<(usize, f64)> =
+            (0..T).map(|t| (t, weight_from_kl(&v, t, v.b[t]))).collect();
+        let closed: Vec<(usize, f64)> = (0..T)
+            .map(|t| (t, elbo_weight(&v, t, v.b[t]).unwrap()))
+            .collect();
+        assert_eq!(argmin(&from_kl), 134);
+        assert_eq!(argmin(&closed), 134);
+        assert!((134..T - 1).all(|t| closed[t + 1].1 > closed[t].1));
+        assert!((0..134).all(|t| closed[t + 1].1 < closed[t].1));
+        // independent float64 computation from the definitions (Python): 0.012953409485862879
+        assert!(close(closed[134].1, 0.012_953_409_485_862_88, 1e-12));
+        assert!(close(closed[134].1, 0.012_95, 5e-6));
+        let tilde: Vec<(usize, f64)> = (1..T)
+            .map(|t| (t, weight_from_kl(&v, t, posterior_variance(&v, t).unwrap())))
+            .collect();
+        assert_eq!(argmin(&tilde), 135);
+        // most of the fall is at the start: w[0] is 38.6 times the minimum, w[20] only 3.61 times
+        assert!(close(closed[0].1 / closed[134].1, 38.6, 0.05));
+        assert!(close(closed[20].1 / closed[134].1, 3.61, 0.005));
+        assert!(closed[20..].iter().all(|p| p.1 <= closed[20].1));
     }
 
     #[test]
@@ -880,6 +957,9 @@ mod tests {
             1e-6
         ));
         assert!(normalized_timestep(150, 150).is_err());
+        // the min-max variant 2 (t / T) - 1 ends at 2 * 149 / 150 - 1 = 148 / 150
+        let last = 2.0 * normalized_timestep(149, 150).unwrap() - 1.0;
+        assert!(close(last, 148.0 / 150.0, 1e-15) && close(last, 0.986_67, 5e-6));
     }
 
     #[test]
@@ -1176,5 +1256,222 @@ mod tests {
         assert!((v.a_bar[11] - target).abs() < (v.a_bar[12] - target).abs());
         assert!(((1.0 - v.a_bar[11]) / v.a_bar[11]).sqrt() > 0.099);
         assert!(matching_timestep(&v, 0.0).is_err());
+    }
+
+    #[test]
+    fn first_fifty_steps_carry_most_of_the_log_snr_drop() {
+        let v = course_values().unwrap();
+        // after 50 steps (index 49), from the series for ln a_bar as a second computation
+        assert!(close(
+            a_bar(&v, 49).unwrap(),
+            ln_a_bar_series(50).exp(),
+            1e-8
+        ));
+        // independent float64 product from the definitions (Python): 0.8445208921316225
+        assert!(close(
+            a_bar(&v, 49).unwrap(),
+            0.844_520_892_131_622_5,
+            1e-12
+        ));
+        assert!(close(noise_share(&v, 49).unwrap(), 0.1555, 5e-5));
+        // ln SNR: 9.2102 at t = 0 (ln 9999), 1.6923 at t = 49, -1.2702 at t = 149
+        let ln_snr = |t: usize| snr(&v, t).unwrap().ln();
+        assert!(close(ln_snr(0), 9999f64.ln(), 1e-9));
+        let first = log_snr_drop(&v, 0, 49).unwrap();
+        let whole = log_snr_drop(&v, 0, 149).unwrap();
+        assert!(close(first, ln_snr(0) - ln_snr(49), 1e-12));
+        assert!(close(first, 7.52, 5e-3) && close(whole, 10.48, 5e-3));
+        assert!(close(first / whole, 0.717, 5e-4));
+    }
+
+    #[test]
+    fn cumprod_index_is_the_paper_step_minus_one() {
+        let v = course_values().unwrap();
+        // the paper's alpha_bar_s = prod_{r = 1..s} (1 - beta_r), with beta_r = B[r - 1], written
+        // as an explicit product over the 1-indexed betas
+        let beta = |r: usize| START + (END - START) * (r as f64 - 1.0) / (T - 1) as f64;
+        let paper_a_bar = |s: usize| (1..=s).map(|r| 1.0 - beta(r)).product::<f64>();
+        for s in 1..=T {
+            // cumprod(1 - betas)[i] holds alpha_bar_{i + 1}: index s - 1 for step s
+            assert!(close(v.a_bar[s - 1], paper_a_bar(s), 1e-13), "s = {s}");
+        }
+        // so indexing the cumprod with a paper step s gives alpha_bar_{s + 1}, and s = T is out of
+        // range: the array has T entries, 0..T-1
+        assert!(!close(v.a_bar[1], paper_a_bar(1), 1e-5));
+        assert_eq!(v.a_bar.len(), T);
+        assert!(a_bar(&v, T).is_err());
+    }
+
+    #[test]
+    fn closed_form_is_not_an_interpolation() {
+        let v = course_values().unwrap();
+        // the factors on x_0 and on e: their squares sum to 1, the factors themselves do not
+        let sum = |t: usize| v.sqrt_a_bar[t] + v.sqrt_one_minus_a_bar[t];
+        for t in 0..T {
+            let squares = v.sqrt_a_bar[t].powi(2) + v.sqrt_one_minus_a_bar[t].powi(2);
+            assert!(close(squares, 1.0, 1e-12));
+            assert!(sum(t) > 1.0);
+        }
+        assert!(close(sum(149), 0.4682 + 0.8836, 1e-4) && close(sum(149), 1.3518, 5e-5));
+        // (sqrt(a) + sqrt(1 - a))^2 = 1 + 2 sqrt(a (1 - a)) is largest at a = 1/2, where it is 2:
+        // the largest sum is at the t whose a_bar is nearest 1/2 (t = 100), just under sqrt(2)
+        let largest = (0..T).max_by(|&i, &j| sum(i).total_cmp(&sum(j))).unwrap();
+        let nearest_half = (0..T)
+            .min_by(|&i, &j| {
+                (v.a_bar[i] - 0.5)
+                    .abs()
+                    .total_cmp(&(v.a_bar[j] - 0.5).abs())
+            })
+            .unwrap();
+        assert_eq!((largest, nearest_half), (100, 100));
+        assert!(sum(100) < 2f64.sqrt() && close(sum(100), 2f64.sqrt(), 1e-4));
+    }
+
+    #[test]
+    fn ddim_speed_comes_from_skipping() {
+        // counted on the crate's samplers: DDIM visiting every timestep is deterministic and makes
+        // as many network calls as DDPM; only visiting fewer timesteps makes it cheaper
+        assert_eq!(counted_ddim_calls(150, 150).unwrap(), 150);
+        assert_eq!(
+            counted_ddim_calls(150, 150).unwrap(),
+            counted_network_calls(150, 1).unwrap().1
+        );
+        assert_eq!(counted_ddim_calls(150, 10).unwrap(), 10);
+        assert_eq!(counted_ddim_calls(1000, 50).unwrap(), 50);
+    }
+
+    #[test]
+    fn target_noise_does_not_depend_on_t() {
+        // The network's target is the noise the crate's q draws. Drawn with the same seed for
+        // t = 0 and t = 149 it is the same tensor: nothing about it depends on t.
+        let dev = Device::Cpu;
+        let s = Schedule::course(&dev).unwrap();
+        let x0 = Tensor::zeros((64, 1, 16, 16), candle_core::DType::F32, &dev).unwrap();
+        let noise_at = |t: u32| {
+            let ts = Tensor::full(t, 64, &dev).unwrap();
+            let (_, e) = diffusion::q(&s, &x0, &ts, &mut diffusion::Rng::new(5)).unwrap();
+            e.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (e0, e149) = (noise_at(0), noise_at(149));
+        assert_eq!(e0, e149);
+        // and it is white: unit variance, no correlation between horizontal neighbours (within 4
+        // standard errors, 4 / sqrt(n))
+        let e: Vec<f64> = e0.iter().map(|x| *x as f64).collect();
+        let n = e.len() as f64;
+        assert!(close(mean_square(&e), 1.0, 4.0 * (2.0 / n).sqrt()));
+        let pairs: Vec<f64> = e
+            .chunks(16)
+            .flat_map(|row| row.windows(2).map(|w| w[0] * w[1]).collect::<Vec<_>>())
+            .collect();
+        assert!(mean(&pairs).abs() < 4.0 / (pairs.len() as f64).sqrt());
+    }
+
+    #[test]
+    fn timesteps_are_uniform_from_the_first_step() {
+        // the draw of the training step (Rng::timesteps, as in Trainer::train_step): the first ten
+        // batches of 128 already cover 0..149 evenly, within 4 standard errors
+        let dev = Device::Cpu;
+        let t = diffusion::Rng::new(0)
+            .timesteps(1280, T, &dev)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        let ts: Vec<f64> = t.iter().map(|x| *x as f64).collect();
+        let n = ts.len() as f64;
+        assert!(close(
+            mean(&ts),
+            74.5,
+            4.0 * uniform_timestep_std(T) / n.sqrt()
+        ));
+        let third = 1.0 / 3.0;
+        let se = (third * (1.0 - third) / n).sqrt();
+        let share =
+            |lo: f64, hi: f64| ts.iter().filter(|x| **x >= lo && **x < hi).count() as f64 / n;
+        assert!(close(share(0.0, 50.0), third, 4.0 * se));
+        assert!(close(share(100.0, 150.0), third, 4.0 * se));
+    }
+
+    #[test]
+    fn cosine_schedule_breaks_the_stated_design_rules() {
+        let cos = cosine_values(150).unwrap();
+        let f = |i: f64| {
+            ((i / 150.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
+        // betas from the definition 1 - f(t + 1) / f(t), capped at 0.999
+        let beta = |t: usize| (1.0 - f(t as f64 + 1.0) / f(t as f64)).min(0.999);
+        for t in 0..150 {
+            assert!(close(cos.b[t], beta(t), 1e-12), "t = {t}");
+        }
+        // "max beta < 0.1": 19 of its betas exceed 0.1, all from t = 131 on
+        let above: Vec<usize> = (0..150).filter(|&t| cos.b[t] > 0.1).collect();
+        assert_eq!(above.len(), 19);
+        assert_eq!(above[0], 131);
+        assert!(above.windows(2).all(|w| w[1] == w[0] + 1));
+        // "d/dt SNR constant": the SNR falls by 1672 in the first step and by 1.08e-4 in the last
+        let snr_def = |t: usize| f(t as f64 + 1.0) / (f(0.0) - f(t as f64 + 1.0));
+        assert!(close(snr(&cos, 0).unwrap(), snr_def(0), 1e-9));
+        assert!(close(snr(&cos, 74).unwrap(), snr_def(74), 1e-12));
+        let first = snr(&cos, 0).unwrap() - snr(&cos, 1).unwrap();
+        let last = snr(&cos, 148).unwrap() - snr(&cos, 149).unwrap();
+        assert!(close(first, snr_def(0) - snr_def(1), 1e-9) && close(first, 1672.1, 0.05));
+        assert!(close(last, 1.078e-4, 5e-7));
+        // and the linear schedule's first 15 steps take 99.4% of its SNR's whole fall
+        let lin = course_values().unwrap();
+        let fall = |v: &ScheduleValues, t: usize| snr(v, 0).unwrap() - snr(v, t).unwrap();
+        assert!(close(fall(&lin, 15) / fall(&lin, 149), 0.994, 5e-4));
+        assert!(close(fall(&cos, 15) / fall(&cos, 149), 0.989, 5e-4));
+    }
+
+    #[test]
+    fn same_normalised_time_is_another_noise_level() {
+        // t / T = 0.5 is t = 75 of 150 steps and t = 100 of 200 steps (same endpoints): the
+        // products of the linear betas (linear_beta, not the schedule's running product) differ
+        let product = |t: usize, steps: usize| {
+            (0..=t)
+                .map(|k| 1.0 - linear_beta(k, steps, START, END).unwrap())
+                .product::<f64>()
+        };
+        let v150 = course_values().unwrap();
+        let v200 = Schedule::linear(200, START, END, &Device::Cpu)
+            .unwrap()
+            .values()
+            .clone();
+        assert_eq!(
+            normalized_timestep(75, 150).unwrap(),
+            normalized_timestep(100, 200).unwrap()
+        );
+        assert!(close(v150.a_bar[75], product(75, 150), 1e-13));
+        assert!(close(v200.a_bar[100], product(100, 200), 1e-13));
+        // independent float64 products (Python): 0.6773533736073168 and 0.5963952542240977
+        assert!(close(v150.a_bar[75], 0.677_353_373_607_316_8, 1e-12));
+        assert!(close(v200.a_bar[100], 0.596_395_254_224_097_7, 1e-12));
+        assert!(close(v150.a_bar[75], 0.6774, 5e-5) && close(v200.a_bar[100], 0.5964, 5e-5));
+    }
+
+    #[test]
+    fn best_noise_guess_needs_t() {
+        // Unit-variance Gaussian data: x_t ~ N(0, a_bar + 1 - a_bar) = N(0, 1) at every t, so x_t
+        // alone says nothing about t, yet E[e | x_t] = sqrt(1 - a_bar) x_t depends on it. By
+        // quadrature over x_0 ~ N(0, 1), at x_t = 0.8, for a_bar = 0.9 and 0.3:
+        use crate::theory::gaussian::{normal_pdf, simpson};
+        let x = 0.8;
+        let guess = |ab: f64| {
+            let joint = |x0: f64| {
+                normal_pdf(x0, 0.0, 1.0).unwrap()
+                    * normal_pdf(x, ab.sqrt() * x0, (1.0 - ab).sqrt()).unwrap()
+            };
+            let density = simpson(joint, -9.0, 9.0, 6000);
+            assert!(close(density, normal_pdf(x, 0.0, 1.0).unwrap(), 1e-12));
+            let noise = |x0: f64| (x - ab.sqrt() * x0) / (1.0 - ab).sqrt();
+            simpson(|x0| joint(x0) * noise(x0), -9.0, 9.0, 6000) / density
+        };
+        assert!(close(
+            guess(0.9),
+            gaussian_data_expected_noise(0.9, 1.0, x),
+            1e-10
+        ));
+        assert!(close(guess(0.9), 0.2530, 5e-5) && close(guess(0.3), 0.6693, 5e-5));
     }
 }

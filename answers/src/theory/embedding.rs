@@ -12,6 +12,16 @@
 //!
 //! `P^(-2k/d)` and `P^(-k/(d/2))` are the same number, so the first three hold the same values in
 //! different orders; the DDPM reference code spaces its frequencies slightly differently.
+//!
+//! Assignment 4 writes the formula with the entry index in the exponent, `i/d` rather than
+//! `2 floor(i/2) / d`: read literally, every entry gets a frequency of its own,
+//!
+//! ```text
+//! PerEntry      (Assignment 4 as written)  w_i = P^(-i/d), i = 0 .. d-1   [sin w_0 t, cos w_1 t, sin w_2 t, cos w_3 t, ...]
+//! ```
+//!
+//! so the sine and the cosine of a pair no longer share a frequency (and the pair is no longer a
+//! point on the unit circle).
 
 use anyhow::{bail, Result};
 
@@ -26,15 +36,24 @@ pub enum Convention {
     CosThenSin,
     /// First half `sin`, second half `cos`, `w_k = P^(-k/(d/2 - 1))` (needs `d >= 4`).
     SinThenCosDdpm,
+    /// `PE[i] = sin(t / P^(i/d))` for even `i`, `cos(t / P^(i/d))` for odd `i`: one frequency
+    /// per entry, the formula exactly as Assignment 4 writes it.
+    PerEntry,
 }
 
-/// The `d / 2` frequencies `w_k` of a convention.
+/// The frequencies of a convention: the `d / 2` values `w_k` that the (sin, cos) pairs share, or
+/// for [`Convention::PerEntry`] the `d` values `w_i`, one per entry.
 pub fn frequencies(d: usize, max_period: f64, convention: Convention) -> Result<Vec<f64>> {
     if d < 2 || !d.is_multiple_of(2) {
         bail!("the embedding dimension must be even and at least 2, got d = {d}");
     }
     if !(max_period > 1.0 && max_period.is_finite()) {
         bail!("the max period must be a finite number above 1, got {max_period}");
+    }
+    if convention == Convention::PerEntry {
+        return Ok((0..d)
+            .map(|i| (-(max_period.ln()) * i as f64 / d as f64).exp())
+            .collect());
     }
     let half = d / 2;
     let denom = match convention {
@@ -66,6 +85,17 @@ pub fn embed(t: f64, d: usize, max_period: f64, convention: Convention) -> Resul
         Convention::Interleaved => sin.zip(cos).flat_map(|(s, c)| [s, c]).collect(),
         Convention::SinThenCos | Convention::SinThenCosDdpm => sin.chain(cos).collect(),
         Convention::CosThenSin => cos.chain(sin).collect(),
+        Convention::PerEntry => w
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if i % 2 == 0 {
+                    (t * w).sin()
+                } else {
+                    (t * w).cos()
+                }
+            })
+            .collect(),
     })
 }
 
@@ -207,5 +237,31 @@ mod tests {
         assert!(embed(1.0, 0, P, Convention::SinThenCos).is_err());
         assert!(embed(1.0, 2, P, Convention::SinThenCosDdpm).is_err());
         assert!(embed(1.0, 8, 1.0, Convention::Interleaved).is_err());
+    }
+
+    #[test]
+    fn per_entry_is_the_assignment_formula_read_literally() {
+        // d = 8, t = 1: 10000^(i/8) = 10^(i/2), so entry i is sin or cos of 10^(-i/2).
+        let e = embed(1.0, 8, P, Convention::PerEntry).unwrap();
+        let by_hand: Vec<f64> = (0..8)
+            .map(|i| {
+                let x = 10f64.powf(-(i as f64) / 2.0);
+                if i % 2 == 0 {
+                    x.sin()
+                } else {
+                    x.cos()
+                }
+            })
+            .collect();
+        assert!(close(&e, &by_hand, 1e-15), "{e:?}");
+        // The even entries agree with the interleaved layout; the odd ones do not.
+        let inter = embed(1.0, 8, P, Convention::Interleaved).unwrap();
+        for i in 0..8 {
+            assert_eq!((e[i] - inter[i]).abs() < 1e-12, i % 2 == 0, "entry {i}");
+        }
+        assert!((e[1] - 0.950_415).abs() < 1e-6, "cos(10^-0.5) = {}", e[1]);
+        // Its slowest sinusoid: 10000^(-7/8), period 2 pi 10^3.5.
+        let p = longest_period(8, P, Convention::PerEntry).unwrap();
+        assert!((p - 2.0 * std::f64::consts::PI * 10f64.powf(3.5)).abs() < 1e-6);
     }
 }

@@ -49,13 +49,27 @@ pub fn kl_nonnegative_part(mu: f64, sigma: f64) -> Result<f64> {
     ))
 }
 
-/// `KL(q || p(z | x1))` for a Gaussian `q`: `+inf` by definition, since `q` puts mass where the
-/// posterior is zero (`P_q(z < 0) = Phi(-mu/sigma) > 0` for every finite `mu`, even where that
-/// number underflows). A definition, not a computation: [`kl_to_smoothed_posterior`] shows the
-/// divergence numerically.
+/// `KL(q || p(z | x1))` for a Gaussian `q`, as the limit `eps -> 0` of
+/// [`kl_to_smoothed_posterior`]. The smoothed divergence grows like `r ln(1/eps)`, where the rate
+/// `r` is the mass `P_q(z < 0)` that `q` puts where the posterior is zero; the rate is measured
+/// between `eps = 1e-6` and `1e-12`. A positive rate means the limit is `+inf`; a zero rate (for
+/// a `q` whose mass below zero underflows double precision) gives the value at `eps = 1e-12`.
 pub fn kl_gaussian_to_posterior(mu: f64, sigma: f64) -> Result<f64> {
-    normal_pdf(0.0, mu, sigma)?; // checks sigma
-    Ok(f64::INFINITY)
+    if kl_divergence_rate(mu, sigma)? > 1e-9 {
+        Ok(f64::INFINITY)
+    } else {
+        kl_to_smoothed_posterior(mu, sigma, 1e-12)
+    }
+}
+
+/// The growth rate `d KL(q || p_eps) / d ln(1/eps)` of the smoothed divergence, measured between
+/// `eps = 1e-6` and `1e-12`; it tends to `P_q(z < 0)`.
+pub fn kl_divergence_rate(mu: f64, sigma: f64) -> Result<f64> {
+    let (k6, k12) = (
+        kl_to_smoothed_posterior(mu, sigma, 1e-6)?,
+        kl_to_smoothed_posterior(mu, sigma, 1e-12)?,
+    );
+    Ok((k12 - k6) / 1e6f64.ln())
 }
 
 /// `KL(q || p_eps)` by quadrature, for `q = N(mu, sigma^2)` and the posterior smoothed so that it
@@ -160,6 +174,22 @@ mod tests {
         assert!((part + 0.5 * 2f64.ln()).abs() < 1e-10, "{part}");
         assert!((part + 0.346574).abs() < 1e-6);
         assert!(kl_gaussian_to_posterior(0.0, 0.0).is_err());
+        // The divergence rate is the mass of q below zero (Phi(-mu / sigma), a second
+        // computation), and a positive rate makes the limit infinite.
+        for (mu, sigma) in [(0.0, 1.0), (1.0, 1.0), (-0.5, 2.0)] {
+            let rate = kl_divergence_rate(mu, sigma).unwrap();
+            let mass = normal_cdf(0.0, mu, sigma).unwrap();
+            assert!(
+                (rate - mass).abs() < 1e-3 * mass,
+                "{mu} {sigma}: {rate} vs {mass}"
+            );
+            assert_eq!(kl_gaussian_to_posterior(mu, sigma).unwrap(), f64::INFINITY);
+        }
+        // Far above zero the mass below it underflows: the limit is finite, the divergence from
+        // the half-normal of the part above zero, KL(q || N(0, 1)) - ln 2 (closed form).
+        let far = kl_gaussian_to_posterior(40.0, 1.0).unwrap();
+        let closed = crate::theory::gaussian::kl_normal(40.0, 1.0, 0.0, 1.0).unwrap() - 2f64.ln();
+        assert!((far - closed).abs() < 1e-6 * closed, "{far} vs {closed}");
     }
 
     #[test]
