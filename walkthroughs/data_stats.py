@@ -27,7 +27,8 @@ from PIL import Image
 T = 150
 BACKGROUND = -0.9
 WINDOW = 0.125
-LOSS_RANGES = [(1, 10), (11, 100), (101, 468), (469, 936), (937, 1404)]
+# 70,000 images make 546 full batches of 128 an epoch
+LOSS_RANGES = [(1, 10), (11, 100), (101, 546), (547, 1092), (1093, 1638)]
 
 
 def read_idx_images(path):
@@ -47,7 +48,10 @@ def find(data_dir, name):
 
 
 def course_images(data_dir):
-    raw = read_idx_images(find(data_dir, "train-images-idx3-ubyte"))
+    """The course's training images: the train split, then the test split (70,000)."""
+    raw = np.concatenate(
+        [read_idx_images(find(data_dir, f"{split}-images-idx3-ubyte")) for split in ("train", "t10k")]
+    )
     small = np.stack(
         [np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR)) for im in raw]
     )

@@ -137,15 +137,16 @@ fn data_dir_from(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
     }
 }
 
-/// `<workspace root>/data/fashion-mnist`, the workspace root being the parent of this crate's
-/// directory at compile time.
-pub fn default_data_dir() -> PathBuf {
+/// The workspace root: the parent of this crate's directory at compile time (so a notebook or a
+/// test finds the project's files wherever it runs).
+pub fn workspace_root() -> PathBuf {
     let krate = Path::new(env!("CARGO_MANIFEST_DIR"));
-    krate
-        .parent()
-        .unwrap_or(krate)
-        .join("data")
-        .join("fashion-mnist")
+    krate.parent().unwrap_or(krate).to_path_buf()
+}
+
+/// `<workspace root>/data/fashion-mnist`.
+pub fn default_data_dir() -> PathBuf {
+    workspace_root().join("data").join("fashion-mnist")
 }
 
 /// Where `name` is in `dir`: `name.gz` if it exists, else `name`, else an error that says how
@@ -320,9 +321,56 @@ pub fn load(dir: &Path, split: Split) -> Result<FashionMnist> {
     })
 }
 
+/// The images a diffusion model trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainingImages {
+    /// Train and test splits concatenated, train first: 70,000 images, 546 steps of 128 an
+    /// epoch. The course trains on these (its `ConcatDataset`).
+    #[default]
+    All,
+    /// The train split only (60,000 images, 468 steps an epoch), so that the test split stays
+    /// unseen, e.g. as the quality meter's real reference images.
+    HoldOutTest,
+}
+
+impl TrainingImages {
+    /// The splits it takes, in order.
+    pub fn splits(self) -> &'static [Split] {
+        match self {
+            TrainingImages::All => &Split::ALL,
+            TrainingImages::HoldOutTest => &[Split::Train],
+        }
+    }
+
+    /// Reads and preprocesses those splits, concatenated.
+    ///
+    /// `FashionMnist` of `[70_000, 1, 16, 16]` for `All`, `[60_000, 1, 16, 16]` for
+    /// `HoldOutTest`.
+    pub fn load(self, dir: &Path) -> Result<FashionMnist> {
+        let parts = self
+            .splits()
+            .iter()
+            .map(|&split| load(dir, split))
+            .collect::<Result<Vec<_>>>()?;
+        let images = Tensor::cat(&parts.iter().map(|p| &p.images).collect::<Vec<_>>(), 0)?;
+        let labels = parts.into_iter().flat_map(|p| p.labels).collect();
+        Ok(FashionMnist { images, labels })
+    }
+}
+
+impl std::fmt::Display for TrainingImages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainingImages::All => "the train and test splits, as the course",
+            TrainingImages::HoldOutTest => "the train split only, the test split held out",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::IndexOp;
 
     /// Writes `n` 28 x 28 images (image `i` filled with `i * 10 % 256`) and labels `i % 10`.
     fn write_split(dir: &Path, split: Split, n: usize, gz: bool) -> (IdxImages, Vec<u8>) {
@@ -400,6 +448,26 @@ mod tests {
         let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(b[0], 30.0 / 255.0 * 2.0 - 1.0);
         assert!(data.batch(&[30]).is_err());
+    }
+
+    #[test]
+    fn training_images_concatenate_train_then_test() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), Split::Train, 12, false);
+        write_split(dir.path(), Split::Test, 5, true);
+        let all = TrainingImages::default().load(dir.path()).unwrap();
+        assert_eq!(all.images.dims(), &[17, 1, 16, 16]);
+        // Train images 0..12 first, then test images 0..5 (image i is constant i * 10).
+        let first: Vec<f32> = all.images.i((.., 0, 0, 0)).unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = (0..12)
+            .chain(0..5)
+            .map(|i| (i * 10) as f32 / 255.0 * 2.0 - 1.0)
+            .collect();
+        assert_eq!(first, want);
+        let labels: Vec<u8> = (0..12).chain(0..5).map(|i| (i % 10) as u8).collect();
+        assert_eq!(all.labels, labels);
+        let held = TrainingImages::HoldOutTest.load(dir.path()).unwrap();
+        assert_eq!((held.len(), held.images.dim(0).unwrap()), (12, 12));
     }
 
     fn err_of<T: std::fmt::Debug>(r: Result<T>) -> String {

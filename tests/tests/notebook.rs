@@ -314,6 +314,27 @@ fn run_notebook() -> Result<()> {
         "the training figure should caption its strips `Epoch e | Step s | Loss l`"
     );
 
+    // The score line of the results: the briefly trained model's samples are further from the
+    // real test images than the real floor is.
+    let score = cells
+        .iter()
+        .flat_map(|c| stdout_of(c).lines().map(str::to_owned).collect::<Vec<_>>())
+        .find(|l| l.starts_with("FD "))
+        .context("no score line `FD f (real floor g) | ...` after the results")?;
+    let fd_and_floor: Vec<f64> = score
+        .split(['(', ')', ' '])
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert!(
+        fd_and_floor.len() == 2 && fd_and_floor[0] > fd_and_floor[1] && fd_and_floor[1] >= 0.0,
+        "the score line should give the samples' FD above the real floor: {score}"
+    );
+    assert!(
+        score.contains("N = 500 against 9500 real test images"),
+        "{score}"
+    );
+
     // The re-run goes on from the step where the first run stopped.
     let rerun = &cells[n_cells];
     let second = progress(&stdout_of(rerun));

@@ -96,9 +96,11 @@ fn the_training_text_states_the_committed_runs_loss_range_and_epoch_length() {
         last.iter().all(|&l| (lo..=hi).contains(&l)),
         "the text says the last epoch's losses lie in [{lo}, {hi}]; the run printed {last:?}"
     );
-    // "One epoch is 60000 / 128 = 468 steps; the course trains for 3 epochs."
-    assert!(training.contains("60000 / 128 = 468 steps"), "{training}");
-    assert_eq!(60000 / 128, 468);
+    // "One epoch is 70000 / 128 = 546 steps; the course trains for 3 epochs, 1,638 steps."
+    let flat = training.replace('\n', " ");
+    assert!(flat.contains("70000 / 128 = 546 steps"), "{training}");
+    assert!(flat.contains("3 epochs, 1,638 steps"), "{training}");
+    assert_eq!((70000 / 128, 3 * 546), (546, 1_638));
     let final_step = lines.iter().map(|l| l.1).max().unwrap();
-    assert_eq!(final_step, 3 * 468, "three epochs of 468 steps");
+    assert_eq!(final_step, 3 * 546, "three epochs of 546 steps");
 }

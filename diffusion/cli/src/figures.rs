@@ -40,7 +40,7 @@ use diffusion::display::course::moving_average;
 use diffusion::display::font::{ensure_font, FAMILY};
 use diffusion::display::output::write_atomic;
 use diffusion::display::ImageGrid;
-use diffusion::settings::{NCOLS, NROWS};
+use diffusion::settings::{EPOCHS, NCOLS, NROWS};
 use diffusion::{
     forward_step, q_with_noise, reverse_q, sample_ddim, sample_images, Rng, Schedule, TrainConfig,
     Trainer, UNet,
@@ -181,6 +181,8 @@ pub struct FiguresReport {
     pub model: ModelSource,
     /// `(step, loss)` of the training history drawn.
     pub losses: Vec<(usize, f64)>,
+    /// Steps of 128 in one epoch over the training images (546 for the course's 70,000).
+    pub steps_per_epoch: usize,
     /// `(t, model loss, best per-pixel loss)` on test images.
     pub loss_by_t: Vec<(usize, f64, f64)>,
     /// `(name, network calls per image, statistics)`: the data first, then each sampler.
@@ -465,8 +467,9 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
 
     // data
     let dir = data::data_dir(config.data.as_deref());
-    let train = data::load(&dir, Split::Train)?;
+    let train = data::TrainingImages::All.load(&dir)?;
     let test = data::load(&dir, Split::Test)?;
+    let steps_per_epoch = train.len() / TrainConfig::course().batch_size;
     let n = config.samples;
     if test.len() < n {
         bail!(
@@ -694,6 +697,7 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
         files: vec![],
         model: source,
         losses,
+        steps_per_epoch,
         loss_by_t,
         samples,
     };
@@ -732,7 +736,7 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
         ("forward_grid.png", "training image 0 after each of the 150 forward steps (`forward_step`), row r, column c showing t = 15 r + c"),
         ("reverse_strip.png", "DDPM trajectories (`sample_images`): the starting noise, then x after t = 140, 130, ..., 0"),
         ("loss.svg", "the training loss of every step, its moving average, and the best loss of a linear predictor that sees one pixel at a time"),
-        ("loss_by_t.svg", "the model's loss at t = 0, 10, ..., 140, 149 on test images (evaluation mode), against the same one-pixel linear bound"),
+        ("loss_by_t.svg", "the model's loss at t = 0, 10, ..., 140, 149 on test images (evaluation mode; the course trains on them too), against the same one-pixel linear bound"),
         ("ddpm_vs_ddim.png", "the same starting noise in each column through DDPM (150 network calls) and DDIM (50, 25, 10)"),
     ] {
         let _ = writeln!(s, "| [`{file}`]({file}) | {caption} |");
@@ -741,7 +745,8 @@ fn readme(r: &FiguresReport, config: &FiguresConfig, floor_avg: f64) -> String {
     let steps = r.losses.last().map_or(0, |(s, _)| *s);
     let _ = writeln!(s, "| steps | mean loss |\n| --- | --- |");
     let mut lo = 1;
-    for hi in [10, 100, 468, 936, 1404] {
+    let epochs = (1..=EPOCHS).map(|e| e * r.steps_per_epoch);
+    for hi in [10, 100].into_iter().chain(epochs) {
         if lo > steps {
             break;
         }
@@ -885,6 +890,7 @@ mod tests {
             files: vec![],
             model: ModelSource::Brief { steps: 2 },
             losses: vec![(1, 1.0), (2, 0.5)],
+            steps_per_epoch: 546,
             loss_by_t: vec![(0, 0.9, 0.99)],
             samples: vec![("DDPM from x_149 ~ q(x_149 | x_0)".to_string(), 150, stats)],
         };

@@ -34,7 +34,7 @@
 //!    sample of 1 and of 64 images (medians of `--runs`); on CUDA with TF32 off and on.
 //! 3. **Training.** A [`Trainer`] with the course's settings for `--epochs` epochs (or
 //!    `--max-steps` steps) on FashionMNIST, train and test splits together (70,000 images; the
-//!    course's `ConcatDataset`) unless `--images train` (60,000, as `diffusion train`); then 64
+//!    course's `ConcatDataset`) unless `--hold-out-test` (60,000); then 64
 //!    samples. Writes `model.safetensors`, `losses.csv`, `samples.npy` and `samples.png`, all by
 //!    atomic writes.
 //!
@@ -86,15 +86,6 @@ pub enum Target {
     Cuda,
 }
 
-/// Which FashionMNIST images to train on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Images {
-    /// Train and test splits concatenated: 70,000 images, as the course's `ConcatDataset`.
-    All,
-    /// The train split only: 60,000 images, as `diffusion train` (1,404 steps in 3 epochs).
-    Train,
-}
-
 /// Settings of a check.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -109,7 +100,7 @@ pub struct Config {
     pub runs: usize,
     /// Seed of the training run; the parity check's seeded networks use `seed`, `seed + 1`, ...
     pub seed: u64,
-    pub images: Images,
+    pub images: data::TrainingImages,
     /// Images in each seeded parity batch.
     pub parity_batch: usize,
     /// Seeded networks compared with the CPU.
@@ -131,7 +122,7 @@ impl Default for Config {
             max_steps: None,
             runs: 10,
             seed: 0,
-            images: Images::All,
+            images: data::TrainingImages::All,
             parity_batch: 16,
             parity_seeds: 3,
             fixtures: None,
@@ -1081,7 +1072,7 @@ fn secs(d: Duration) -> String {
 }
 
 /// FashionMNIST as `config.images` asks, `[N, 1, 16, 16]` on the CPU.
-pub fn load_images(data_flag: Option<&Path>, images: Images) -> Result<Tensor> {
+pub fn load_images(data_flag: Option<&Path>, images: data::TrainingImages) -> Result<Tensor> {
     let dir = data::data_dir(data_flag);
     if !data::files_present(&dir) {
         bail!(
@@ -1090,14 +1081,7 @@ pub fn load_images(data_flag: Option<&Path>, images: Images) -> Result<Tensor> {
             dir.display()
         );
     }
-    let train = data::load(&dir, data::Split::Train)?.images;
-    Ok(match images {
-        Images::Train => train,
-        Images::All => {
-            let test = data::load(&dir, data::Split::Test)?.images;
-            Tensor::cat(&[&train, &test], 0)?
-        }
-    })
+    Ok(images.load(&dir)?.images)
 }
 
 fn train(config: &Config, dev: &Device) -> Result<Training> {

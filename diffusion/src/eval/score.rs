@@ -130,6 +130,24 @@ pub struct QualityReport {
 }
 
 impl QualityReport {
+    /// One line: the samples' FD, KID and class evenness, each beside the real floor's.
+    ///
+    /// `FD 212.3 (real floor 2.0) | KID 86.2 (floor -0.3) | class evenness 0.77 (real 0.99) | N = 1000 against 9000 real test images`
+    pub fn summary(&self) -> String {
+        let (s, f) = (&self.samples, &self.floor);
+        format!(
+            "FD {:.1} (real floor {:.1}) | KID {:.2} (floor {:.2}) | class evenness {:.2} (real {:.2}) | N = {} against {} real test images",
+            s.fd,
+            f.fd,
+            s.kid,
+            f.kid,
+            s.histogram.evenness(),
+            f.histogram.evenness(),
+            s.n,
+            self.reference
+        )
+    }
+
     /// The report as text: FD, KID and evenness of samples and floor, then the samples' classes.
     pub fn text(&self) -> String {
         let line = |name: &str, s: &Scores| {
@@ -258,6 +276,15 @@ mod tests {
         );
         assert!(far.samples.kid > report.samples.kid);
         assert!(report.text().contains("real floor") && report.text().contains("Trouser"));
+        let line = far.summary();
+        assert!(!line.contains('\n'), "{line}");
+        for part in [
+            format!("FD {:.1} (real floor {:.1})", far.samples.fd, far.floor.fd),
+            format!("KID {:.2}", far.samples.kid),
+            "N = 200 against 400 real test images".to_string(),
+        ] {
+            assert!(line.contains(&part), "{line} lacks {part}");
+        }
 
         let few = Tensor::zeros((100, 1, 16, 16), candle_core::DType::F32, &dev).unwrap();
         let e = score_samples(&classifier, &few, &test, None, 0)
