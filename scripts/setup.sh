@@ -31,7 +31,12 @@ fi
 if ! { [ -x "$EVCXR_BIN" ] && grep -q "evcxr_jupyter $EVCXR_VERSION " "$TOOLS/.crates.toml" 2>/dev/null; }; then
     say "building evcxr_jupyter $EVCXR_VERSION into .tools/ (several minutes, once)"
     start=$(date +%s)
-    cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" --root "$TOOLS"
+    # The kernel's own speed hardly matters (rustc does the work), so it is built lightly: no LTO,
+    # little optimisation, no debug information, many codegen units.
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 CARGO_PROFILE_RELEASE_DEBUG=0 \
+        CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+        cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" --root "$TOOLS"
     say "evcxr_jupyter built in $(( $(date +%s) - start )) s"
 fi
 
