@@ -5,8 +5,10 @@
 setup:
 	@scripts/setup.sh
 
-# Open notebooks/02_diffusion.ipynb in JupyterLab.
-lab: setup
+# Open notebooks/02_diffusion.ipynb in JupyterLab. The data is fetched by the notebook itself
+# when it is missing.
+lab:
+	@scripts/setup.sh --without-data
 	@scripts/lab.sh
 
 # Every test, the notebook's execution included (ignored by a plain `cargo test`, as it needs the

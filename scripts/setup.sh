@@ -4,13 +4,21 @@
 #   2. evcxr_jupyter, the Rust kernel, into .tools/ (never the user's global cargo root),
 #   3. JupyterLab, nbconvert and nbclient in the virtual environment .venv/,
 #   4. the kernel's description (kernelspec) inside .venv/, pointing at .tools/,
-#   5. the FashionMNIST files (`diffusion data`),
+#   5. the FashionMNIST files (`diffusion data`), unless `--without-data`: `make lab` passes it,
+#      as the notebook fetches the files itself when they are missing, which spares a student a
+#      compile of the whole command line before JupyterLab opens,
 #   6. the notebook's dependencies, compiled once by a short headless run so that the first
 #      cell of the notebook starts warm.
 # Run it as `make setup`; it is safe to run again at any time.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
+with_data=1
+case "${1:-}" in
+    "") ;;
+    --without-data) with_data=0 ;;
+    *) die "unknown option $1 (the one option is --without-data)" ;;
+esac
 
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 command -v python3 >/dev/null || die "python3 not found: install Python 3.9 or newer"
@@ -79,7 +87,7 @@ done
 if [ "${DIFFUSION_DATA:-}" != "" ]; then
     have_data=1 # the user points at their own copy
 fi
-if [ "$have_data" = 0 ]; then
+if [ "$have_data" = 0 ] && [ "$with_data" = 1 ]; then
     say "fetching FashionMNIST into data/fashion-mnist"
     cargo run --quiet -p diffusion-cli -- data  # the test build's profile: no second compile
 fi
