@@ -1,11 +1,11 @@
 # Notebook workflow. `make lab` is all a student needs.
 .PHONY: setup lab test notebook-outputs
 
-# Install what is missing (Rust kernel, JupyterLab, data) and pre-build the notebook.
+# Install what is missing (Rust kernel, JupyterLab, data) and pre-build the notebooks' kernel.
 setup:
 	@scripts/setup.sh
 
-# Open notebooks/02_diffusion.ipynb in JupyterLab. The data is fetched by the notebook itself
+# Open JupyterLab at notebooks/01_unet.ipynb (02 and the others beside it). The data is fetched by the notebooks themselves
 # when it is missing.
 lab:
 	@scripts/setup.sh --without-data
@@ -16,6 +16,6 @@ lab:
 test: setup
 	cargo test --workspace -- --include-ignored
 
-# Re-run the notebook in place with the course's settings to refresh its committed outputs.
+# Re-run the notebooks in place with the course's settings to refresh their committed outputs.
 notebook-outputs: setup
 	@scripts/notebook-outputs.sh

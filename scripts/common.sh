@@ -5,7 +5,7 @@ VENV="$ROOT/.venv"
 EVCXR_VERSION="0.22.0"
 EVCXR_BIN="$TOOLS/bin/evcxr_jupyter"
 KERNEL_DIR="$VENV/share/jupyter/kernels/rust"
-NOTEBOOK="$ROOT/notebooks/02_diffusion.ipynb"
+FIRST_NOTEBOOK="notebooks/01_unet.ipynb"
 EVCXR_TMPDIR_NB="$ROOT/notebooks/.evcxr"
 
 say() { printf '==> %s\n' "$*"; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Opens the notebook in JupyterLab (after `make setup`). Jupyter prints the address to open,
+# Opens the first notebook in JupyterLab (the others are beside it) (after `make setup`). Jupyter prints the address to open,
 # with its access token, a few lines below.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -8,4 +8,4 @@ say "starting JupyterLab; open the http://localhost:... address printed below (C
 args=()
 # Jupyter refuses to run as root unless told; containers and course VMs often are root.
 [ "$(id -u)" = 0 ] && args+=(--allow-root)
-exec "$VENV/bin/jupyter" lab "${args[@]}" "notebooks/02_diffusion.ipynb" "$@"
+exec "$VENV/bin/jupyter" lab "${args[@]}" "$FIRST_NOTEBOOK" "$@"

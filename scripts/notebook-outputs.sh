@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Re-executes notebooks/02_diffusion.ipynb in place with the course's full settings, so that the
-# committed notebook shows fresh outputs. Close the notebook's kernel in JupyterLab first: both
-# would build in the same evcxr directory.
+# Re-executes the notebooks in place with the course's full settings, so that the committed
+# notebooks show fresh outputs: all of notebooks/[0-9]*.ipynb, or the ones named
+# (`scripts/notebook-outputs.sh notebooks/01_unet.ipynb`). Close their kernels in JupyterLab
+# first: both would build in the same evcxr directory.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 unset DIFFUSION_MAX_STEPS
-tmp="$(mktemp --suffix=.ipynb)"
-trap 'rm -f "$tmp"' EXIT
-"$VENV/bin/python" "$ROOT/scripts/nbrun.py" run "$NOTEBOOK" "$tmp"
-cp "$tmp" "$NOTEBOOK.tmp$$" && mv "$NOTEBOOK.tmp$$" "$NOTEBOOK"  # never half a notebook
-say "outputs written to notebooks/02_diffusion.ipynb"
+if [ $# -eq 0 ]; then
+    set -- notebooks/[0-9]*.ipynb
+fi
+for notebook in "$@"; do
+    tmp="$(mktemp --suffix=.ipynb)"
+    "$VENV/bin/python" "$ROOT/scripts/nbrun.py" run "$notebook" "$tmp"
+    cp "$tmp" "$notebook.tmp$$" && mv "$notebook.tmp$$" "$notebook"  # never half a notebook
+    rm -f "$tmp"
+    say "outputs written to $notebook"
+done

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::network::NoisePredictor;
+use crate::network::Network;
 use crate::UNet;
 
 /// Is `name` the bias of a convolution followed by a BatchNorm (`X.i.bias` with a
@@ -76,7 +76,7 @@ pub fn init_weights(varmap: &VarMap, rng: &mut crate::Rng) -> Result<()> {
 }
 
 /// A fresh, randomly initialised network and the `VarMap` holding its tensors.
-pub fn new_network<M: NoisePredictor>(config: M::Config, device: &Device) -> Result<(M, VarMap)> {
+pub fn new_network<M: Network>(config: M::Config, device: &Device) -> Result<(M, VarMap)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = M::build(config, vb)?;
@@ -189,7 +189,7 @@ pub fn load(varmap: &VarMap, path: &Path) -> Result<()> {
 }
 
 /// A network with the weights of the checkpoint at `path`, and the `VarMap` holding them.
-pub fn load_network<M: NoisePredictor>(
+pub fn load_network<M: Network>(
     path: &Path,
     config: M::Config,
     device: &Device,

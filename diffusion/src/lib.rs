@@ -7,8 +7,9 @@
 //! | --- | --- |
 //! | the noise schedule `B`, `a`, `a_bar`, ... | [`Schedule`] |
 //! | one forward step, the closed form `q(x_t \| x_0)` | [`forward_step`], [`q`], [`q_with_noise`] |
+//! | notebook 01's denoiser, the blocks | [`notebook01`]: [`DownBlock`], [`UpBlock`], [`notebook01::UNet`], [`notebook01::add_noise`] |
 //! | notebook 02's network | [`notebook02`]: [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
-//! | what every network provides | [`NoisePredictor`] |
+//! | what every network provides | [`Network`], [`NoisePredictor`], [`Learner`] |
 //! | the loss | [`get_loss`] |
 //! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
 //! | training | [`Trainer`], [`TrainConfig`] |
@@ -24,6 +25,7 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod clock;
+pub mod conv_arithmetic;
 pub mod data;
 pub mod device;
 pub mod display;
@@ -33,6 +35,7 @@ pub mod forward;
 pub mod layers;
 pub mod loss;
 pub mod network;
+pub mod notebook01;
 pub mod notebook02;
 pub mod reverse;
 pub mod rng;
@@ -46,7 +49,7 @@ pub use clock::timed;
 pub use device::device;
 pub use forward::{forward_step, q, q_with_noise};
 pub use loss::{get_loss, get_loss_with_noise};
-pub use network::NoisePredictor;
+pub use network::{Learner, Network, NoisePredictor};
 pub use notebook02::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 pub use reverse::{reverse_q, reverse_q_with_noise};
 pub use rng::Rng;
@@ -54,7 +57,7 @@ pub use sample::{sample_ddim, sample_images, sample_images_from, Samples};
 pub use schedule::Schedule;
 pub use train::{Progress, TrainConfig, Trainer};
 
-/// The course's settings (notebook 02).
+/// The course's settings (notebook 02's, and notebook 01's where they differ).
 pub mod settings {
     /// Rows of the forward-diffusion grid.
     pub const NROWS: usize = 10;
@@ -76,4 +79,12 @@ pub mod settings {
     pub const LR: f64 = 0.001;
     /// Epochs.
     pub const EPOCHS: usize = 3;
+
+    /// Notebook 01's denoiser (the data, the image size and the batch are notebook 02's).
+    pub mod notebook01 {
+        /// Adam learning rate.
+        pub const LR: f64 = 0.0001;
+        /// Epochs.
+        pub const EPOCHS: usize = 2;
+    }
 }

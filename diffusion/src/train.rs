@@ -10,7 +10,8 @@
 //!
 //! A [`Trainer`] keeps the model, the optimizer's state and the step count, so calling
 //! [`Trainer::train`] again continues where the last call stopped. It trains any
-//! [`NoisePredictor`](crate::network::NoisePredictor); `Trainer` alone means notebook 02's [`UNet`].
+//! [`Learner`] (every [`NoisePredictor`](crate::network::NoisePredictor) on the loss above,
+//! notebook 01's denoiser on its own); `Trainer` alone means notebook 02's [`UNet`].
 //!
 //! When the environment variable `DIFFUSION_MAX_STEPS` is set, every call of
 //! [`Trainer::train`] stops after at most that many steps: the notebooks' headless tests run
@@ -25,8 +26,8 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::adam::Adam;
 use crate::checkpoint::{self, is_trainable};
-use crate::network::NoisePredictor;
-use crate::{get_loss_with_noise, Rng, Schedule, UNet};
+use crate::network::Learner;
+use crate::{Rng, Schedule, UNet};
 
 /// Settings of a training run; [`TrainConfig::course`] gives the notebook's.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,16 @@ impl TrainConfig {
             seed: 0,
             max_steps: None,
             hflip: true,
+        }
+    }
+
+    /// Notebook 01's settings: 2 epochs, batch 128, Adam lr 0.0001, random flips.
+    pub fn notebook01() -> Self {
+        use crate::settings::notebook01::*;
+        Self {
+            epochs: EPOCHS,
+            lr: LR,
+            ..Self::course()
         }
     }
 }
@@ -148,7 +159,7 @@ pub fn this_copy() -> usize {
 }
 
 /// The model, its optimizer and the training state.
-pub struct Trainer<M: NoisePredictor = UNet> {
+pub struct Trainer<M: Learner = UNet> {
     pub model: M,
     pub varmap: VarMap,
     pub schedule: Schedule,
@@ -183,9 +194,9 @@ impl Trainer<UNet> {
     }
 }
 
-impl<M: NoisePredictor> Trainer<M> {
+impl<M: Learner> Trainer<M> {
     /// A fresh network built with `net` on `device`, with the course's linear schedule over its
-    /// `T` timesteps. Its starting weights are drawn from the seed of `config`
+    /// `T` timesteps ([`Learner::schedule_steps`]). Its starting weights are drawn from the seed of `config`
     /// ([`checkpoint::init_weights`]), so the same seed gives the same run.
     pub fn for_network(net: M::Config, config: TrainConfig, device: &Device) -> Result<Self> {
         let (model, varmap) = checkpoint::new_network(net, device)?;
@@ -210,7 +221,7 @@ impl<M: NoisePredictor> Trainer<M> {
         if config.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
-        let schedule = course_schedule(model.steps(), device)?;
+        let schedule = course_schedule(model.schedule_steps(), device)?;
         let params = trainable(&varmap);
         let opt = Adam::new(config.lr);
         let rng = Rng::new(config.seed);
@@ -234,8 +245,9 @@ impl<M: NoisePredictor> Trainer<M> {
         &mut self.rng
     }
 
-    /// One optimisation step on a batch `x_0` (`[B, 1, 16, 16]`, already augmented): draws
-    /// timesteps and noise, computes the loss, and updates the weights. Returns the loss.
+    /// One optimisation step on a batch `x_0` (`[B, 1, 16, 16]`, already augmented): computes the
+    /// network's training loss ([`Learner::training_loss`]: for a noise predictor, timesteps and
+    /// noise drawn, then [`get_loss`](crate::get_loss)), and updates the weights. Returns the loss.
     ///
     /// If the loss, or a gradient, is NaN or infinite, the weights, the optimizer's state and the
     /// BatchNorm statistics are left as they were and an error says so.
@@ -243,12 +255,11 @@ impl<M: NoisePredictor> Trainer<M> {
         self.own_tensors()?;
         crate::network::check_images(&self.model, x_0)
             .context("a training batch x_0 must be images")?;
-        let device = self.schedule.device().clone();
-        let n = x_0.dim(0)?;
-        let t = self.rng.timesteps(n, self.schedule.len(), &device)?;
-        let noise = self.rng.randn_like(x_0)?;
+        let x_0 = x_0.to_device(self.schedule.device())?;
         let saved = self.bn_state()?;
-        let loss = get_loss_with_noise(&self.model, &self.schedule, x_0, &t, &noise)?;
+        let loss = self
+            .model
+            .training_loss(&x_0, &self.schedule, &mut self.rng)?;
         let value = loss.to_scalar::<f32>()?;
         if !value.is_finite() {
             self.restore_bn_state(saved)?;
@@ -288,7 +299,7 @@ impl<M: NoisePredictor> Trainer<M> {
             }
         }
         let device = self.schedule.device().clone();
-        self.schedule = course_schedule(self.model.steps(), &device)?;
+        self.schedule = course_schedule(self.model.schedule_steps(), &device)?;
         let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &device);
         self.model = M::build(self.model.config(), vb)?;
         self.params = trainable(&self.varmap);
@@ -428,7 +439,15 @@ mod tests {
                 ..TrainConfig::course()
             };
             let t = Trainer::new(config, &Device::Cpu).unwrap();
-            let w = t.model.down1.first.conv.weight.flatten_all().unwrap();
+            let w = t
+                .model
+                .layers
+                .down1
+                .first
+                .conv
+                .weight
+                .flatten_all()
+                .unwrap();
             w.to_vec1::<f32>().unwrap()
         };
         let (a, b, c) = (weights(3), weights(3), weights(4));

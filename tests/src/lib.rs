@@ -1,6 +1,7 @@
 //! Cross-cutting tests live in `tests/`; the walkthroughs' Rust blocks run as this crate's
 //! doctests (`cargo test -p diffusion-tests --doc`). What several tests share is here.
 
+pub mod parity;
 mod walkthrough;
 
 use std::collections::HashMap;
@@ -24,4 +25,64 @@ pub fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor
             .unwrap();
         assert_eq!(d, 0.0, "`{k}` differs");
     }
+}
+
+/// Checks that `text` states `shown` and that `shown` is `value` rounded as written: `"45.1%"`
+/// for 0.451005, `"-0.4265"` for -0.426450.
+pub fn states(text: &str, shown: &str, value: f64) {
+    assert!(
+        text.contains(shown),
+        "the walkthrough no longer states {shown}"
+    );
+    let (digits, scale) = match shown.strip_suffix('%') {
+        Some(d) => (d, 100.0),
+        None => (shown, 1.0),
+    };
+    let number: f64 = digits
+        .trim_matches('`')
+        .parse()
+        .unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let decimals = digits
+        .split_once('.')
+        .map_or(0, |(_, f)| f.trim_matches('`').len());
+    let half_unit = 0.5 * 10f64.powi(-(decimals as i32));
+    assert!(
+        (number - value * scale).abs() <= half_unit + 1e-12,
+        "the walkthrough states {shown}, the value is {}",
+        value * scale
+    );
+}
+
+/// A file of `tests/fixtures/`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// The tensors of the safetensors file `tests/fixtures/<name>`.
+pub fn fixture_tensors(name: &str) -> HashMap<String, Tensor> {
+    diffusion::checkpoint::read_tensors(&fixture(name))
+        .unwrap_or_else(|e| panic!("tests/fixtures/{name}: {e:#}"))
+}
+
+/// Everything the committed notebook at `path` (relative to the repository root) printed, in
+/// the order of its cells.
+pub fn notebook_stdout(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let nb: serde_json::Value = serde_json::from_str(&text).expect("the notebook parses");
+    nb["cells"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["outputs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|o| {
+            o["text"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|x| x.as_str()).collect::<String>())
+        })
+        .collect()
 }

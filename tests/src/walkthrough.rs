@@ -1,5 +1,10 @@
 //! The Rust blocks of the walkthroughs, run as doctests.
 
+/// `walkthroughs/01_unet.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../walkthroughs/01_unet.md")]
+pub struct Walkthrough01;
+
 /// `walkthroughs/02_diffusion.md`.
 #[cfg(doctest)]
 #[doc = include_str!("../../walkthroughs/02_diffusion.md")]

@@ -1,6 +1,6 @@
-//! Runs `notebooks/02_diffusion.ipynb` headless, as a student would run it top to bottom, on a
-//! copy (the committed notebook is never written), with a short training
-//! (`DIFFUSION_MAX_STEPS`), then checks its outputs:
+//! Runs the notebooks (`notebooks/01_unet.ipynb`, `notebooks/02_diffusion.ipynb`) headless, as a
+//! student would run them top to bottom, on a copy (the committed notebook is never written),
+//! with a short training (`DIFFUSION_MAX_STEPS`), then checks their outputs:
 //!
 //! - no cell reports an error, neither as an error output (compilation errors, panics) nor on
 //!   stderr (where evcxr prints an error returned by `?`);
@@ -14,14 +14,20 @@
 //! `make test` runs it (`-- --include-ignored`), failing with what is missing if set-up was not
 //! done.
 //!
-//! The copy runs in `target/notebook-test/`, laid out like the repository (`notebooks/`,
-//! `diffusion` linked), with its own evcxr build directory, so that it never disturbs a kernel
-//! open in JupyterLab. Its first run compiles the dependencies (minutes); later runs are warm.
+//! Each notebook has its own checks of what its text claims (the score lines). The copies run in
+//! `target/notebook-test/`, laid out like the repository (`notebooks/`, `diffusion` linked), with
+//! one evcxr build directory that they share, one kernel at a time, and that never disturbs a
+//! kernel open in JupyterLab. The first run compiles the dependencies (minutes); later runs, and
+//! the second notebook, are warm.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// One kernel at a time in the shared build directory.
+static KERNEL: Mutex<()> = Mutex::new(());
 
 /// Steps of training in the test run: enough for several progress lines (one every 100 steps).
 const MAX_STEPS: usize = 300;
@@ -143,7 +149,7 @@ fn new_code_cell(source: &str) -> Value {
 
 /// Lays out `work/` like the repository: `notebooks/` with the evcxr settings and the notebook
 /// copy, `diffusion` a link to the crate (the notebook's `:dep` says `../diffusion`).
-fn prepare(root: &Path, work: &Path, notebook: &Value) -> Result<PathBuf> {
+fn prepare(root: &Path, work: &Path, name: &str, notebook: &Value) -> Result<PathBuf> {
     let nb_dir = work.join("notebooks");
     std::fs::create_dir_all(nb_dir.join(".evcxr"))?;
     let link = work.join("diffusion");
@@ -170,26 +176,48 @@ fn prepare(root: &Path, work: &Path, notebook: &Value) -> Result<PathBuf> {
             let _ = std::fs::remove_dir_all(&target); // a cold build then, not a broken one
         }
     }
-    let path = nb_dir.join("02_diffusion.ipynb");
+    let path = nb_dir.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(notebook)?)?;
     Ok(path)
 }
 
-fn run_notebook() -> Result<()> {
+/// All stdout lines of the notebook, in order.
+fn stdout_lines(cells: &[Value]) -> Vec<String> {
+    cells
+        .iter()
+        .flat_map(|c| stdout_of(c).lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// `(FD, its real floor)` of a score line `... FD f (real floor g) | ...`.
+fn fd_and_floor(line: &str) -> Option<(f64, f64)> {
+    let rest = &line[line.find("FD ")? + 3..];
+    let numbers: Vec<f64> = rest
+        .split(['(', ')', ' '])
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    (numbers.len() == 2).then(|| (numbers[0], numbers[1]))
+}
+
+/// Runs `notebooks/<name>` and makes the checks every notebook shares (see the top of the file);
+/// returns the executed cells for the notebook's own checks.
+fn run_notebook(name: &str, min_figures: usize) -> Result<Vec<Value>> {
+    let _one_kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let root = root();
     if let Some(missing) = missing_setup(&root) {
         bail!("the notebook cannot run: {missing}; run `make setup` first");
     }
 
-    let committed = root.join("notebooks/02_diffusion.ipynb");
+    let committed = root.join("notebooks").join(name);
     let mut notebook: Value = serde_json::from_str(&std::fs::read_to_string(&committed)?)?;
     let cells = notebook["cells"]
         .as_array()
         .context("notebook without cells")?;
     let figures_expected = cells.iter().filter(|c| has_tag(c, "figure")).count();
     assert!(
-        figures_expected >= 8,
-        "the notebook should tag at least 8 cells `figure`, found {figures_expected}"
+        figures_expected >= min_figures,
+        "{name} should tag at least {min_figures} cells `figure`, found {figures_expected}"
     );
     let train_source = cells
         .iter()
@@ -206,8 +234,8 @@ fn run_notebook() -> Result<()> {
     cells.push(new_code_cell(&rerun_source));
 
     let work = root.join("target/notebook-test");
-    let copy = prepare(&root, &work, &notebook)?;
-    let executed = work.join("executed.ipynb");
+    let copy = prepare(&root, &work, name, &notebook)?;
+    let executed = work.join(format!("executed-{name}"));
     let _ = std::fs::remove_file(&executed);
 
     let started = std::time::Instant::now();
@@ -229,7 +257,7 @@ fn run_notebook() -> Result<()> {
         .output()
         .context("starting .venv/bin/jupyter nbconvert")?;
     eprintln!(
-        "notebook executed in {:.0} s",
+        "{name} executed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     if !out.status.success() {
@@ -296,9 +324,8 @@ fn run_notebook() -> Result<()> {
     );
     // the untrained model's loss on one batch, printed before training (about 1: it predicts
     // unit-variance noise no better than zero would)
-    let untrained = cells
+    let untrained = stdout_lines(cells)
         .iter()
-        .flat_map(|c| stdout_of(c).lines().map(str::to_owned).collect::<Vec<_>>())
         .find_map(|l| {
             l.strip_prefix("loss of the untrained model on one batch of 128: ")
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -312,27 +339,6 @@ fn run_notebook() -> Result<()> {
     assert!(
         html.matches("Step ").count() >= 3 && html.contains("Loss"),
         "the training figure should caption its strips `Epoch e | Step s | Loss l`"
-    );
-
-    // The score line of the results: the briefly trained model's samples are further from the
-    // real test images than the real floor is.
-    let score = cells
-        .iter()
-        .flat_map(|c| stdout_of(c).lines().map(str::to_owned).collect::<Vec<_>>())
-        .find(|l| l.starts_with("FD "))
-        .context("no score line `FD f (real floor g) | ...` after the results")?;
-    let fd_and_floor: Vec<f64> = score
-        .split(['(', ')', ' '])
-        .filter_map(|w| w.parse().ok())
-        .take(2)
-        .collect();
-    assert!(
-        fd_and_floor.len() == 2 && fd_and_floor[0] > fd_and_floor[1] && fd_and_floor[1] >= 0.0,
-        "the score line should give the samples' FD above the real floor: {score}"
-    );
-    assert!(
-        score.contains("N = 500 against 9500 real test images"),
-        "{score}"
     );
 
     // The re-run goes on from the step where the first run stopped.
@@ -357,11 +363,67 @@ fn run_notebook() -> Result<()> {
         r1 <= s1 + MAX_STEPS,
         "the re-run trained past its limit: step {r1} after {s1} + {MAX_STEPS}"
     );
+    Ok(done["cells"].as_array().cloned().unwrap_or_default())
+}
+
+#[test]
+#[ignore = "runs the notebook in the Rust kernel: needs `make setup`; `make test` runs it"]
+fn notebook01_runs_top_to_bottom() -> Result<()> {
+    let cells = run_notebook("01_unet.ipynb", 5)?;
+    let lines = stdout_lines(&cells);
+    // The text says the answers on pure noise score far above the real floor, and further than
+    // the cleaned noisy pictures.
+    let score = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| fd_and_floor(l))
+            .with_context(|| format!("no score line `{prefix}: FD f (real floor g) | ...`"))
+    };
+    let (noise_fd, floor) = score("answers on pure noise")?;
+    let (cleaned_fd, _) = score("cleaned noisy pictures")?;
+    assert!(
+        noise_fd > cleaned_fd && cleaned_fd > floor && floor >= 0.0,
+        "answers on noise FD {noise_fd}, cleaned FD {cleaned_fd}, floor {floor}"
+    );
+    // The statistics table: pure noise has std near 1, the training inputs near 0.6.
+    let std_of = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split("std ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no statistics line `{prefix} ... std s ...`"))
+    };
+    let noise_std = std_of("pure noise")?;
+    let input_std = std_of("training inputs")?;
+    assert!((noise_std - 1.0).abs() < 0.05, "pure noise std {noise_std}");
+    assert!(
+        (input_std - 0.6).abs() < 0.05,
+        "training inputs std {input_std}"
+    );
     Ok(())
 }
 
 #[test]
 #[ignore = "runs the notebook in the Rust kernel: needs `make setup`; `make test` runs it"]
-fn notebook_runs_top_to_bottom() -> Result<()> {
-    run_notebook()
+fn notebook02_runs_top_to_bottom() -> Result<()> {
+    let cells = run_notebook("02_diffusion.ipynb", 8)?;
+    // The score line of the results: the briefly trained model's samples are further from the
+    // real test images than the real floor is.
+    let score = stdout_lines(&cells)
+        .into_iter()
+        .find(|l| l.starts_with("FD "))
+        .context("no score line `FD f (real floor g) | ...` after the results")?;
+    let (fd, floor) = fd_and_floor(&score).context("a score line without FD and floor")?;
+    assert!(
+        fd > floor && floor >= 0.0,
+        "the score line should give the samples' FD above the real floor: {score}"
+    );
+    assert!(
+        score.contains("N = 500 against 9500 real test images"),
+        "{score}"
+    );
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! The numbers that notebook 02's prose states about its own run, checked against the outputs
+//! What the notebooks' own text promises: the numbers notebook 02's prose states about its own run,
+//! checked against the outputs
 //! the committed notebook carries (so that a re-run whose numbers move makes the text fail).
 
 use serde_json::Value;
@@ -103,4 +104,41 @@ fn the_training_text_states_the_committed_runs_loss_range_and_epoch_length() {
     assert_eq!((70000 / 128, 3 * 546), (546, 1_638));
     let final_step = lines.iter().map(|l| l.1).max().unwrap();
     assert_eq!(final_step, 3 * 546, "three epochs of 546 steps");
+}
+
+/// The `:dep` lines of every notebook's first code cell: the kernel's build depends on them, and
+/// the notebooks of the folder share one build only if they are the same.
+#[test]
+fn every_notebook_asks_for_the_same_dependencies() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../notebooks");
+    let mut deps = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.ends_with(".ipynb") && name.starts_with(|c: char| c.is_ascii_digit())) {
+            continue;
+        }
+        let nb: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let first = nb["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cell_type"] == "code")
+            .map(|c| text(&c["source"]))
+            .unwrap_or_default();
+        let lines: Vec<String> = first
+            .lines()
+            .filter(|l| l.trim_start().starts_with(":dep") || l.trim_start().starts_with("// :dep"))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "{name} has no :dep line in its first code cell"
+        );
+        deps.push((name, lines));
+    }
+    assert!(deps.len() >= 2, "{deps:?}");
+    for (name, lines) in &deps[1..] {
+        assert_eq!(lines, &deps[0].1, "{name} and {} differ", deps[0].0);
+    }
 }

@@ -4,56 +4,17 @@
 //! statistics.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use candle_core::{backprop::GradStore, DType, Device, Tensor};
-use diffusion::checkpoint::is_trainable;
+use candle_core::{backprop::GradStore, Device, Tensor};
 use diffusion::checkpoint::{load_unet, new_unet, read_tensors, state_dict};
 use diffusion::{get_loss_with_noise, q_with_noise, reverse_q_with_noise, Schedule};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
+use diffusion_tests::parity::{
+    assert_gradients_match, assert_running_statistics_match, assert_same_layout, rel_err,
+};
+use diffusion_tests::{fixture, fixture_tensors};
 
 fn parity() -> HashMap<String, Tensor> {
-    read_tensors(&fixture("parity.safetensors")).unwrap()
-}
-
-/// `|a - b| / |b|` over the whole tensor (Frobenius norms).
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let diff = (&a - &b)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let norm = b
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    (diff / norm.max(1e-30)).sqrt()
-}
-
-fn norm(a: &Tensor) -> f64 {
-    a.to_dtype(DType::F64)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .sqrt()
+    fixture_tensors("parity.safetensors")
 }
 
 #[test]
@@ -140,67 +101,12 @@ fn training_output_loss_gradients_and_statistics_match_pytorch() {
     let e = rel_err(&loss, &p["loss"]);
     assert!(e <= 1e-4, "loss: relative error {e}");
 
-    // Gradients: every trainable parameter against its own norm, except the biases of
-    // convolutions that feed a training-mode BatchNorm: the normalisation removes any constant
-    // shift, so their true gradient is zero, and they are measured against the norm of all
-    // gradients (PyTorch's are rounding noise).
-    let data = varmap.data().lock().unwrap();
-    let names: Vec<&str> = data.keys().map(String::as_str).collect();
-    let feeds_batch_norm = |name: &str| diffusion::checkpoint::feeds_batch_norm(name, &names);
-    let all: f64 = p
-        .iter()
-        .filter(|(k, _)| k.starts_with("grad."))
-        .map(|(_, g)| norm(g).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let mut checked = 0;
-    for (name, var) in data.iter().filter(|(n, _)| is_trainable(n)) {
-        let want = &p[&format!("grad.{name}")];
-        let got = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let scale = norm(want);
-        let diff = norm(&(got - want).unwrap());
-        let e = if feeds_batch_norm(name) {
-            diff / all
-        } else {
-            diff / scale
-        };
-        assert!(
-            e <= 1e-3,
-            "gradient of {name}: relative error {e} (|grad| = {scale}, all = {all})"
-        );
-        checked += 1;
-    }
-    assert_eq!(
-        checked,
-        data.iter().filter(|(n, _)| is_trainable(n)).count()
-    );
-    assert!(checked >= 50);
-    let zero_grad = data.keys().filter(|n| feeds_batch_norm(n)).count();
+    let zero_grad = assert_gradients_match(&p, &grads, &varmap);
     assert_eq!(
         zero_grad, 11,
         "the eleven convolutions in front of a BatchNorm"
     );
-
-    // Running statistics after the one training pass of the loss.
-    for (prefix, bn) in unet.batch_norms() {
-        let e = rel_err(
-            bn.running_mean.as_tensor(),
-            &p[&format!("after_train.{prefix}.running_mean")],
-        );
-        assert!(e <= 1e-4, "{prefix}.running_mean: {e}");
-        let e = rel_err(
-            bn.running_var.as_tensor(),
-            &p[&format!("after_train.{prefix}.running_var")],
-        );
-        assert!(e <= 1e-4, "{prefix}.running_var: {e}");
-        let n: i64 = bn.num_batches_tracked.as_tensor().to_scalar().unwrap();
-        let want: i64 = p[&format!("after_train.{prefix}.num_batches_tracked")]
-            .to_scalar()
-            .unwrap();
-        assert_eq!(n, want, "{prefix}.num_batches_tracked");
-    }
+    assert_running_statistics_match(&p, &unet.batch_norms());
 }
 
 #[test]
@@ -233,16 +139,7 @@ fn max_pool_gradient_is_pytorchs_whole_gradient() {
 fn checkpoint_written_here_has_pytorch_keys_shapes_and_dtypes() {
     let want = read_tensors(&fixture("weights.safetensors")).unwrap();
     let (_, varmap) = new_unet(&Device::Cpu).unwrap();
-    let ours = state_dict(&varmap).unwrap();
-    let mut a: Vec<_> = want.keys().collect();
-    let mut b: Vec<_> = ours.keys().collect();
-    a.sort();
-    b.sort();
-    assert_eq!(a, b);
-    for (k, t) in &want {
-        assert_eq!(t.dims(), ours[k].dims(), "{k}");
-        assert_eq!(t.dtype(), ours[k].dtype(), "{k}");
-    }
+    assert_same_layout(&want, &state_dict(&varmap).unwrap());
 }
 
 /// The whole DDPM sampler against PyTorch's (`tests/fixtures/make_sampler_fixture.py`): the same

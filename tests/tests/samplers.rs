@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use diffusion::{sample_ddim, sample_images, NoisePredictor, Rng, Schedule};
+use diffusion::{sample_ddim, sample_images, Network, NoisePredictor, Rng, Schedule};
 
 const T: usize = 150;
 const SHAPE: (usize, usize, usize, usize) = (3, 1, 2, 2);
@@ -19,17 +19,20 @@ struct Scaled {
     calls: RefCell<Vec<(u32, bool)>>,
 }
 
-impl NoisePredictor for Scaled {
+impl Network for Scaled {
     type Config = ();
     fn build(_: (), _: VarBuilder) -> Result<Self> {
         bail!("not built from weights")
     }
     fn config(&self) {}
-    fn steps(&self) -> usize {
-        T
-    }
     fn image_shape(&self) -> [usize; 3] {
         [SHAPE.1, SHAPE.2, SHAPE.3]
+    }
+}
+
+impl NoisePredictor for Scaled {
+    fn steps(&self) -> usize {
+        T
     }
     fn predict_noise(&self, x_t: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
         let ts = t.to_vec1::<u32>()?;

@@ -160,7 +160,7 @@ struct SqrtNet {
     init: f64,
 }
 
-impl diffusion::NoisePredictor for SqrtNet {
+impl diffusion::Network for SqrtNet {
     type Config = f64;
     fn build(init: f64, vb: candle_nn::VarBuilder) -> anyhow::Result<Self> {
         let w = vb.get_with_hints(1, "w", candle_nn::Init::Const(init))?;
@@ -169,11 +169,14 @@ impl diffusion::NoisePredictor for SqrtNet {
     fn config(&self) -> f64 {
         self.init
     }
-    fn steps(&self) -> usize {
-        150
-    }
     fn image_shape(&self) -> [usize; 3] {
         [1, 16, 16]
+    }
+}
+
+impl diffusion::NoisePredictor for SqrtNet {
+    fn steps(&self) -> usize {
+        150
     }
     fn predict_noise(&self, x_t: &Tensor, _: &Tensor, _: bool) -> anyhow::Result<Tensor> {
         Ok(x_t.broadcast_mul(&self.w.sqrt()?)?)

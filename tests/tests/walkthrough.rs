@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use answers::theory::ddpm::course_values;
 use answers::theory::gaussian::std_normal_cdf;
 use diffusion::data;
-use diffusion_cli::figures::{per_pixel_floor, pixel_stats, pixel_variances, read_losses};
+use diffusion::eval::ImageStats;
+use diffusion_cli::figures::{per_pixel_floor, pixel_variances, read_losses};
+use diffusion_tests::states;
 
 /// Printed by `walkthroughs/data_stats.py` on the course's 70,000 training images.
 mod python {
@@ -52,32 +54,6 @@ fn read(relative: &str) -> String {
 
 fn walkthrough() -> String {
     read("walkthroughs/02_diffusion.md")
-}
-
-/// Checks that `text` states `shown` and that `shown` is `value` rounded as written: `"45.1%"`
-/// for 0.451005, `"-0.4265"` for -0.426450.
-fn states(text: &str, shown: &str, value: f64) {
-    assert!(
-        text.contains(shown),
-        "the walkthrough no longer states {shown}"
-    );
-    let (digits, scale) = match shown.strip_suffix('%') {
-        Some(d) => (d, 100.0),
-        None => (shown, 1.0),
-    };
-    let number: f64 = digits
-        .trim_matches('`')
-        .parse()
-        .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    let decimals = digits
-        .split_once('.')
-        .map_or(0, |(_, f)| f.trim_matches('`').len());
-    let half_unit = 0.5 * 10f64.powi(-(decimals as i32));
-    assert!(
-        (number - value * scale).abs() <= half_unit + 1e-12,
-        "the walkthrough states {shown}, the value is {}",
-        value * scale
-    );
 }
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
@@ -119,7 +95,7 @@ fn statistics_of_the_data() {
     let count = pixels.len() as f64;
     let mean = pixels.iter().sum::<f64>() / count;
     let variance = pixels.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / count;
-    let stats = pixel_stats(&images).unwrap();
+    let stats = ImageStats::of(&images).unwrap();
     let image_means: Vec<f64> = pixels
         .chunks(side * side)
         .map(|c| c.iter().sum::<f64>() / c.len() as f64)
@@ -335,19 +311,9 @@ fn what_the_samples_measure() {
 /// printed, and the ratio and signs the text draws from it hold.
 #[test]
 fn the_score_line_of_the_notebook() {
-    let nb: serde_json::Value =
-        serde_json::from_str(&read("notebooks/02_diffusion.ipynb")).expect("the notebook parses");
-    let line = nb["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["outputs"].as_array().cloned().unwrap_or_default())
-        .filter_map(|o| {
-            o["text"]
-                .as_array()
-                .map(|t| t.iter().filter_map(|x| x.as_str()).collect::<String>())
-        })
-        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+    let line = diffusion_tests::notebook_stdout("notebooks/02_diffusion.ipynb")
+        .lines()
+        .map(str::to_owned)
         .find(|l| l.starts_with("FD "))
         .expect("the committed notebook prints a score line");
     let md = walkthrough();

@@ -209,7 +209,7 @@ struct CountingNet {
     calls: std::cell::Cell<usize>,
 }
 
-impl diffusion::NoisePredictor for CountingNet {
+impl diffusion::Network for CountingNet {
     type Config = usize;
 
     fn build(steps: usize, _: candle_nn::VarBuilder) -> Result<Self> {
@@ -223,12 +223,14 @@ impl diffusion::NoisePredictor for CountingNet {
         self.steps
     }
 
-    fn steps(&self) -> usize {
-        self.steps
-    }
-
     fn image_shape(&self) -> [usize; 3] {
         [1, 4, 4]
+    }
+}
+
+impl diffusion::NoisePredictor for CountingNet {
+    fn steps(&self) -> usize {
+        self.steps
     }
 
     fn predict_noise(&self, x_t: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {

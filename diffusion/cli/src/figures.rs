@@ -40,6 +40,7 @@ use diffusion::display::course::moving_average;
 use diffusion::display::font::{ensure_font, FAMILY};
 use diffusion::display::output::write_atomic;
 use diffusion::display::ImageGrid;
+use diffusion::eval::ImageStats;
 use diffusion::settings::{EPOCHS, NCOLS, NROWS};
 use diffusion::{
     forward_step, q_with_noise, reverse_q, sample_ddim, sample_images, Rng, Schedule, TrainConfig,
@@ -69,8 +70,7 @@ const STRIP_ROWS: usize = 8;
 const COMPARE_COLS: usize = 10;
 /// DDIM step counts compared with DDPM.
 const DDIM_STEPS: [usize; 3] = [50, 25, 10];
-/// A pixel below this is background (the data's background is exactly -1).
-pub const BACKGROUND: f32 = -0.9;
+pub use diffusion::eval::pixels::BACKGROUND;
 /// Window of the loss curve's moving average, in steps.
 const LOSS_WINDOW: usize = 50;
 
@@ -106,32 +106,6 @@ impl FiguresConfig {
             seed: 0,
         }
     }
-}
-
-/// Pixel statistics of a set of images.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PixelStats {
-    /// Mean pixel value.
-    pub mean: f64,
-    /// Share of pixels below [`BACKGROUND`].
-    pub background: f64,
-}
-
-/// The mean pixel and the share of pixels below [`BACKGROUND`] (`[N, ...]`, any float dtype).
-pub fn pixel_stats(images: &Tensor) -> Result<PixelStats> {
-    let v: Vec<f32> = images
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    if v.is_empty() {
-        bail!("no pixels to measure");
-    }
-    let n = v.len() as f64;
-    Ok(PixelStats {
-        mean: v.iter().map(|x| f64::from(*x)).sum::<f64>() / n,
-        background: v.iter().filter(|x| **x < BACKGROUND).count() as f64 / n,
-    })
 }
 
 /// Where the model came from, for the captions.
@@ -186,7 +160,7 @@ pub struct FiguresReport {
     /// `(t, model loss, best per-pixel loss)` on test images.
     pub loss_by_t: Vec<(usize, f64, f64)>,
     /// `(name, network calls per image, statistics)`: the data first, then each sampler.
-    pub samples: Vec<(String, usize, PixelStats)>,
+    pub samples: Vec<(String, usize, ImageStats)>,
 }
 
 /// The loss history beside a checkpoint: `losses.csv` if it is there, else the only file named
@@ -667,11 +641,15 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
     )?;
 
     // measurements of samples
-    let mut samples = vec![("test images".to_string(), 0, pixel_stats(&test_images)?)];
+    let mut samples = vec![("test images".to_string(), 0, ImageStats::of(&test_images)?)];
     let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
         Ok(sample_images(&model, &schedule, m, 0, rng)?.images)
     })?;
-    samples.push(("DDPM from N(0, I)".to_string(), t_total, pixel_stats(&s)?));
+    samples.push((
+        "DDPM from N(0, I)".to_string(),
+        t_total,
+        ImageStats::of(&s)?,
+    ));
     let mut start_rng = Rng::new(config.seed + SEED_TRUE_START);
     let noise = start_rng.randn_like(&test_images)?;
     let last = Tensor::full((t_total - 1) as u32, n, device)?;
@@ -684,13 +662,13 @@ pub fn make_figures(config: &FiguresConfig, device: &Device) -> Result<FiguresRe
             t_total - 1
         ),
         t_total,
-        pixel_stats(&s)?,
+        ImageStats::of(&s)?,
     ));
     for steps in [50, 10] {
         let s = in_chunks(n, config.seed + SEED_SAMPLES, |m, rng| {
             Ok(sample_ddim(&model, &schedule, m, steps, rng)?.images)
         })?;
-        samples.push((format!("DDIM, {steps} steps"), steps, pixel_stats(&s)?));
+        samples.push((format!("DDIM, {steps} steps"), steps, ImageStats::of(&s)?));
     }
 
     let report = FiguresReport {
@@ -791,14 +769,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pixel_stats_by_hand() {
-        let x = Tensor::new(&[[-1f32, -0.95, 0.0, 1.0]], &Device::Cpu).unwrap();
-        let s = pixel_stats(&x).unwrap();
-        assert!((s.mean - (-0.95 / 4.0)).abs() < 1e-7);
-        assert_eq!(s.background, 0.5);
-    }
-
-    #[test]
     fn per_pixel_floor_limits() {
         // a constant pixel (s2 = 0) is predictable: no loss; unit-variance pixels: a_bar
         assert_eq!(per_pixel_floor(0.3, &[0.0, 0.0]), 0.0);
@@ -882,8 +852,10 @@ mod tests {
 
     #[test]
     fn readme_tables_keep_their_columns() {
-        let stats = PixelStats {
+        let stats = ImageStats {
             mean: -0.5,
+            std: 0.5,
+            spread: 0.5,
             background: 0.25,
         };
         let report = FiguresReport {

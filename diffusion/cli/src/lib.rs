@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod figures;
+pub mod figures01;
 pub mod gpu_check;
 pub mod npy;
 pub mod score;

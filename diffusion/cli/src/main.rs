@@ -121,6 +121,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Make the figures and measurements of walkthroughs/01_unet.md (see
+    /// diffusion_cli::figures01) from a trained notebook-01 denoiser.
+    Figures01 {
+        /// Output folder.
+        #[arg(long, default_value = "walkthroughs/figures")]
+        out: PathBuf,
+        /// The trained denoiser (.safetensors), e.g. the one notebook 01 saves.
+        #[arg(long, default_value = "docs/denoiser.safetensors")]
+        checkpoint: PathBuf,
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// The FashionMNIST classifier whose features `diffusion score` compares.
     Classifier {
         #[command(subcommand)]
@@ -301,6 +316,21 @@ fn run(cli: Cli) -> Result<()> {
             let report = diffusion_cli::figures::make_figures(&config, &device()?)?;
             println!("{}", report.model.describe());
             for f in &report.files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Figures01 {
+            out,
+            checkpoint,
+            data,
+            seed,
+        } => {
+            let dir = data::data_dir(data.as_deref());
+            data::ensure(&dir)?;
+            let files =
+                diffusion_cli::figures01::make_figures(&out, &checkpoint, &dir, seed, &device()?)?;
+            for f in &files {
                 println!("{}", f.display());
             }
             Ok(())

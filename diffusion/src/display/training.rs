@@ -1,11 +1,12 @@
 //! The training cell's figure: the loss per step above the sample strips drawn along the way.
 
 use anyhow::Result;
+use candle_core::Tensor;
 
 use super::{loss_chart, Figure, ImageGrid};
 use crate::{Progress, Samples};
 
-/// Collects a sample strip at each progress report of [`Trainer::train`](crate::Trainer::train)
+/// Collects a sample strip (or any row of images) at each progress report of [`Trainer::train`](crate::Trainer::train)
 /// and draws them, under the loss chart, in one [`Figure`] (evcxr shows one picture per cell).
 ///
 /// ```no_run
@@ -40,9 +41,18 @@ impl TrainingLog {
     /// Keeps the strips of `samples` (drawn with `ncols` snapshots) under the progress's
     /// `Epoch | Step | Loss` caption.
     pub fn add(&mut self, p: &Progress, samples: &Samples) -> Result<()> {
+        self.keep(p, ImageGrid::new(&samples.strips()?, self.ncols + 1)?)
+    }
+
+    /// Keeps `images` (`[n, C, H, W]`, e.g. notebook 01's original / noisy / predicted) as one
+    /// row under the progress's caption.
+    pub fn add_images(&mut self, p: &Progress, images: &Tensor) -> Result<()> {
+        self.keep(p, ImageGrid::new(images, images.dim(0)?)?)
+    }
+
+    fn keep(&mut self, p: &Progress, grid: ImageGrid) -> Result<()> {
         let caption = format!("Epoch {} | Step {} | Loss {:.4}", p.epoch, p.step, p.loss);
-        let grid = ImageGrid::new(&samples.strips()?, self.ncols + 1)?.scale(3);
-        self.strips.push((caption, grid));
+        self.strips.push((caption, grid.scale(3)));
         Ok(())
     }
 

@@ -21,6 +21,7 @@ pub mod classifier;
 pub mod frechet;
 pub mod histogram;
 pub mod kid;
+pub mod pixels;
 pub mod score;
 pub mod training;
 
@@ -28,6 +29,7 @@ pub use classifier::{Classified, Classifier, FEATURES};
 pub use frechet::{frechet_distance, sqrt_psd, Gaussian};
 pub use histogram::{asked_class_share, ClassHistogram};
 pub use kid::kid;
+pub use pixels::ImageStats;
 pub use score::{real_split, score_samples, QualityReport, Reference, Scores};
 pub use training::{
     accuracy, train_classifier, train_classifier_with, ClassifierProgress, ClassifierTraining,
