@@ -1,5 +1,6 @@
-"""The PyTorch side of the benchmark: the course network (tests/fixtures/unet_torch.py) timed on
-the same workloads as `diffusion bench`, printed in the same format:
+"""The PyTorch side of the benchmark: the course network (tests/fixtures/unet_torch.py, or with
+`--model optimized` notebook 03's, tests/fixtures/unet03_torch.py) timed on the same workloads as
+`diffusion bench [--model optimized]`, printed in the same format:
 
     train_step_ms=… sample150_ms=… sample150x64_ms=…
 
@@ -23,12 +24,15 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
 from unet_torch import UNet, Schedule, q, reverse_q  # noqa: E402
+import unet03_torch  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--runs", type=int, default=10)
 p.add_argument("--threads", type=int, default=0, help="0: PyTorch's own default")
 p.add_argument("--device", default="cpu")
 p.add_argument("--train-steps", type=int, default=0)
+p.add_argument("--model", choices=["basic", "optimized"], default="basic",
+               help="notebook 02's network (basic) or notebook 03's (optimized)")
 p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
                help="TF32 for float32 matrix products and convolutions on CUDA")
 args = p.parse_args()
@@ -68,7 +72,7 @@ if args.tf32 != "default":
 name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 print(f"bench_torch: torch {torch.__version__} (CUDA {torch.version.cuda}), device {dev} ({name}), "
       f"tf32 {args.tf32}: {tf32_state()}, threads {torch.get_num_threads()}", file=sys.stderr)
-model = UNet().to(dev)
+model = (UNet() if args.model == "basic" else unet03_torch.UNet()).to(dev)
 sched = Schedule()
 for name in Schedule.NAMES:
     setattr(sched, name, getattr(sched, name).to(dev))

@@ -280,3 +280,168 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 pub fn mse(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     (a - b)?.sqr()?.mean_all()
 }
+
+/// The activations of the course's networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)` (notebooks 01 and 02).
+    Relu,
+    /// The exact GELU, `x Φ(x) = x (1 + erf(x / sqrt 2)) / 2` (notebooks 03 and 04).
+    Gelu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Relu => relu(x),
+            Activation::Gelu => gelu(x),
+        }
+    }
+}
+
+/// PyTorch's `nn.GELU()`: `x Φ(x) = x (1 + erf(x / sqrt 2)) / 2`, the erf form (not the tanh
+/// approximation).
+pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// PyTorch's `nn.GroupNorm(num_groups, channels)` (eps 1e-5): the channels are split into
+/// `num_groups` groups of `channels / num_groups`, and each image's group is normalised by its
+/// own mean and (biased) variance over its channels and pixels,
+/// `y = (x - mean_g) / sqrt(var_g + eps) * weight + bias`. Unlike BatchNorm it never mixes
+/// images, so it behaves the same in training and in evaluation, at any batch size.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    pub num_groups: usize,
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// GroupNorm's epsilon, as in PyTorch.
+pub const GN_EPS: f64 = 1e-5;
+
+impl GroupNorm {
+    pub fn new(num_groups: usize, channels: usize, vb: VarBuilder) -> Result<Self> {
+        if num_groups == 0 || !channels.is_multiple_of(num_groups) {
+            bail!(
+                "GroupNorm splits {channels} channels into groups: the number of groups must divide it, got {num_groups} (PyTorch's nn.GroupNorm(num_groups, num_channels) takes the number of groups first)"
+            );
+        }
+        Ok(Self {
+            num_groups,
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    /// Trainable values: weight and bias.
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+}
+
+impl GroupNorm {
+    /// `act(GroupNorm(x))`, the activation fused into the same kernel: `[N, C, H, W]`.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        act: diffusion_kernels::Act,
+    ) -> candle_core::Result<Tensor> {
+        diffusion_kernels::group_norm(x, &self.weight, &self.bias, self.num_groups, GN_EPS, act)
+    }
+}
+
+impl Module for GroupNorm {
+    /// `[N, C, H, W] -> [N, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_act(x, diffusion_kernels::Act::None)
+    }
+}
+
+/// GroupNorm without its scale and shift: each image's `num_groups` groups of channels normalised
+/// by their own mean and biased variance, `(x - mean_g) / sqrt(var_g + eps)`. `[N, C, H, W]`.
+pub fn group_norm(x: &Tensor, num_groups: usize) -> candle_core::Result<Tensor> {
+    let c = x.dim(1)?;
+    let ones = Tensor::ones(c, x.dtype(), x.device())?;
+    let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
+    diffusion_kernels::group_norm(
+        x,
+        &ones,
+        &zeros,
+        num_groups,
+        GN_EPS,
+        diffusion_kernels::Act::None,
+    )
+}
+
+/// BatchNorm's training-mode normalisation without its scale and shift: each channel normalised
+/// by the mean and biased variance over the whole batch and all pixels, `(x - mean_c) /
+/// sqrt(var_c + eps)`. Every image's result depends on the other images of the batch.
+/// `[N, C, H, W]`.
+pub fn batch_statistics_norm(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let per_channel = x.transpose(0, 1)?.reshape((c, n * h * w))?; // [C, N HW]
+    let mean = per_channel.mean_keepdim(1)?;
+    let centred = per_channel.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(1)?;
+    centred
+        .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
+        .reshape((c, n, h, w))?
+        .transpose(0, 1)?
+        .contiguous()
+}
+
+/// Space to depth (einops `b c (h p1) (w p2) -> b (c p1 p2) h w` with `p1 = p2 = 2`): each 2 x 2
+/// window becomes 4 channels, so the side halves and nothing is thrown away. Output channel
+/// `4 c + 2 p1 + p2` holds input channel `c` at rows `2 h + p1`, columns `2 w + p2`.
+/// `[N, C, H, W] -> [N, 4C, H/2, W/2]` (H and W even).
+pub fn space_to_depth(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
+        bail!("space to depth takes 2 x 2 windows: the sides must be even, got {h} x {w}");
+    }
+    Ok(
+        x.reshape((n, c, h / 2, 2, w / 2, 2))? // [N, C, h, p1, w, p2]
+            .permute((0, 1, 3, 5, 2, 4))? // [N, C, p1, p2, h, w]
+            .reshape((n, 4 * c, h / 2, w / 2))?,
+    )
+}
+
+/// A 2x2 transposed convolution with stride 2, PyTorch's `nn.ConvTranspose2d(in, out, 2, 2)`
+/// (weight `[in, out, 2, 2]`): the kernel copies do not overlap, so
+/// `y[o, 2i + a, 2j + b] = bias[o] + sum_c x[c, i, j] W[c, o, a, b]`, one matrix product.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose2x2 {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl ConvTranspose2x2 {
+    pub fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
+        // PyTorch computes fan_in from weight.size(1) * k * k = out * 4.
+        let init = uniform(1.0 / ((out_ch * 4) as f64).sqrt());
+        Ok(Self {
+            weight: vb.get_with_hints((in_ch, out_ch, 2, 2), "weight", init)?,
+            bias: vb.get_with_hints(out_ch, "bias", init)?,
+        })
+    }
+
+    /// Trainable values: weight and bias.
+    pub fn parameters(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+}
+
+impl Module for ConvTranspose2x2 {
+    /// `[N, in, H, W] -> [N, out, 2H, 2W]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let o = self.bias.dim(0)?;
+        let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * w, c))?; // [NHW, in]
+        let y = rows.matmul(&self.weight.reshape((c, o * 4))?)?; // [NHW, out 2 2]
+        y.reshape((n, h, w, o, 2, 2))?
+            .permute((0, 3, 1, 4, 2, 5))? // [N, out, H, a, W, b]
+            .reshape((n, o, 2 * h, 2 * w))?
+            .broadcast_add(&self.bias.reshape((1, o, 1, 1))?)
+    }
+}

@@ -9,6 +9,7 @@
 //! | one forward step, the closed form `q(x_t \| x_0)` | [`forward_step`], [`q`], [`q_with_noise`] |
 //! | notebook 01's denoiser, the blocks | [`notebook01`]: [`DownBlock`], [`UpBlock`], [`notebook01::UNet`], [`notebook01::add_noise`] |
 //! | notebook 02's network | [`notebook02`]: [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
+//! | notebook 03's network: GroupNorm, GELU, rearrange pooling, sinusoidal time, residuals | [`notebook03`]: [`notebook03::UNet`] |
 //! | what every network provides | [`Network`], [`NoisePredictor`], [`Learner`] |
 //! | the loss | [`get_loss`] |
 //! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
@@ -37,6 +38,7 @@ pub mod loss;
 pub mod network;
 pub mod notebook01;
 pub mod notebook02;
+pub mod notebook03;
 pub mod reverse;
 pub mod rng;
 pub mod sample;
@@ -57,7 +59,7 @@ pub use sample::{sample_ddim, sample_images, sample_images_from, Samples};
 pub use schedule::Schedule;
 pub use train::{Progress, TrainConfig, Trainer};
 
-/// The course's settings (notebook 02's, and notebook 01's where they differ).
+/// The course's settings (notebook 02's, and those of notebooks 01 and 03 where they differ).
 pub mod settings {
     /// Rows of the forward-diffusion grid.
     pub const NROWS: usize = 10;
@@ -86,5 +88,11 @@ pub mod settings {
         pub const LR: f64 = 0.0001;
         /// Epochs.
         pub const EPOCHS: usize = 2;
+    }
+
+    /// Notebook 03's optimised U-Net (data, batch and learning rate as notebook 02).
+    pub mod notebook03 {
+        /// Epochs.
+        pub const EPOCHS: usize = 5;
     }
 }

@@ -21,8 +21,9 @@ use crate::{Rng, Schedule};
 ///
 /// [`Trainer`]: crate::Trainer
 pub trait Network: Sized {
-    /// The sizes the network is built for (timesteps, channels, image side).
-    type Config: Copy + std::fmt::Debug + PartialEq;
+    /// The sizes the network is built for (timesteps, channels, image side); the default is the
+    /// course's.
+    type Config: Copy + std::fmt::Debug + PartialEq + Default;
 
     /// Creates the network with its tensors under `vb`, named as in PyTorch's `state_dict`.
     fn build(config: Self::Config, vb: VarBuilder) -> Result<Self>;

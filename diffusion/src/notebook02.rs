@@ -18,38 +18,52 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use crate::layers::{relu, unflatten, Linear};
+use crate::layers::{unflatten, Activation, Linear};
 use crate::network::{check_images, Network, NoisePredictor};
 use crate::notebook01::{self, ImageConfig};
 use crate::summary::Summary;
 
 pub use crate::notebook01::{ConvBnRelu, DownBlock, OutputHead, UpBlock, DOWN_CHS, LATENT};
 
-/// Turns the time `t / T` (shape `[N, 1]`) into a per-channel shift `[N, emb_dim, 1, 1]`:
-/// `Linear(input_dim → emb_dim) → ReLU → Linear(emb_dim → emb_dim) → Unflatten`.
+/// Turns the time (`t / T`, shape `[N, 1]`; notebook 03: its sinusoidal embedding, `[N, 8]`)
+/// into a per-channel shift `[N, emb_dim, 1, 1]`:
+/// `Linear(input_dim → emb_dim) → ReLU (GELU from notebook 03 on) → Linear(emb_dim → emb_dim) →
+/// Unflatten`.
 #[derive(Debug, Clone)]
 pub struct EmbedBlock {
     pub lin1: Linear,
+    pub activation: Activation,
     pub lin2: Linear,
 }
 
 impl EmbedBlock {
+    /// Notebook 02's, with ReLU.
     pub fn new(input_dim: usize, emb_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_activation(input_dim, emb_dim, Activation::Relu, vb)
+    }
+
+    pub fn with_activation(
+        input_dim: usize,
+        emb_dim: usize,
+        activation: Activation,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let vb = vb.pp("model");
         Ok(Self {
             lin1: Linear::new(input_dim, emb_dim, vb.pp(0))?,
+            activation,
             lin2: Linear::new(emb_dim, emb_dim, vb.pp(2))?,
         })
     }
 
     /// `[N, input_dim] -> [N, emb_dim, 1, 1]`.
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let x = relu(&self.lin1.forward(t)?)?; // [N, emb_dim]
+        let x = self.activation.apply(&self.lin1.forward(t)?)?; // [N, emb_dim]
         let x = self.lin2.forward(&x)?; // [N, emb_dim]
         Ok(unflatten(&x, &[x.dim(1)?, 1, 1])?) // [N, emb_dim, 1, 1]
     }
 
-    fn parameters(&self) -> usize {
+    pub fn parameters(&self) -> usize {
         self.lin1.parameters() + self.lin2.parameters()
     }
 }

@@ -65,6 +65,14 @@ impl TrainConfig {
         }
     }
 
+    /// Notebook 03's settings: 5 epochs, batch 128, Adam lr 0.001, random flips.
+    pub fn notebook03() -> Self {
+        Self {
+            epochs: crate::settings::notebook03::EPOCHS,
+            ..Self::course()
+        }
+    }
+
     /// Notebook 01's settings: 2 epochs, batch 128, Adam lr 0.0001, random flips.
     pub fn notebook01() -> Self {
         use crate::settings::notebook01::*;

@@ -9,3 +9,8 @@ pub struct Walkthrough01;
 #[cfg(doctest)]
 #[doc = include_str!("../../walkthroughs/02_diffusion.md")]
 pub struct Walkthrough02;
+
+/// `walkthroughs/03_optimizations.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../walkthroughs/03_optimizations.md")]
+pub struct Walkthrough03;

@@ -1,12 +1,14 @@
 //! Timing the course's workloads: one training step of 128 images, one 150-step sample of a
-//! single image, and a 150-step sample of 64 images. Each figure is the median of several runs
-//! after a warm-up.
+//! single image, and a 150-step sample of 64 images, for notebook 02's network ([`run`]) or any
+//! other ([`run_for`], e.g. notebook 03's). Each figure is the median of several runs after a
+//! warm-up.
 
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
 
+use diffusion::network::{Learner, NoisePredictor};
 use diffusion::{sample_images, Rng, TrainConfig, Trainer};
 
 /// Medians in milliseconds.
@@ -40,9 +42,19 @@ pub fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> 
     Ok(times[times.len() / 2])
 }
 
-/// Runs the three measurements on `device` with `runs` repetitions each.
+/// Runs the three measurements for notebook 02's network on `device` with `runs` repetitions
+/// each.
 pub fn run(device: &Device, runs: usize) -> Result<BenchResult> {
-    let mut trainer = Trainer::new(TrainConfig::course(), device)?;
+    run_for::<diffusion::UNet>(Default::default(), device, runs)
+}
+
+/// [`run`] for the network `M` built with `net`.
+pub fn run_for<M: Learner + NoisePredictor>(
+    net: M::Config,
+    device: &Device,
+    runs: usize,
+) -> Result<BenchResult> {
+    let mut trainer = Trainer::<M>::for_network(net, TrainConfig::course(), device)?;
     let mut rng = Rng::new(0);
     let x_0 = rng.randn((128, 1, 16, 16), device)?.clamp(-1f32, 1f32)?;
     // A GPU runs the last operations after a call returns: wait for them inside each timing.

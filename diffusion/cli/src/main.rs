@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use diffusion::display::ImageGrid;
+use diffusion::network::{Learner, NoisePredictor};
 use diffusion::train::format_duration;
 use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
 use diffusion_cli::score;
@@ -25,11 +26,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the U-Net (the course's defaults: 3 epochs, batch 128, Adam 1e-3).
+    /// Train the U-Net (the course's defaults: 3 epochs, batch 128, Adam 1e-3; notebook 03's
+    /// optimized network: 5 epochs).
     Train {
-        /// Number of epochs.
-        #[arg(long, default_value_t = diffusion::settings::EPOCHS)]
-        epochs: usize,
+        /// The network: notebook 02's (basic) or notebook 03's (optimized).
+        #[arg(long, value_enum, default_value_t = Model::Basic)]
+        model: Model,
+        /// Number of epochs (default: the course's for the model, 3 or 5).
+        #[arg(long)]
+        epochs: Option<usize>,
         /// Stop after this many steps.
         #[arg(long)]
         max_steps: Option<usize>,
@@ -58,6 +63,9 @@ enum Command {
         /// The checkpoint (.safetensors).
         #[arg(long, default_value = "runs/latest/model.safetensors")]
         checkpoint: PathBuf,
+        /// The network (default: the one the checkpoint's tensor names belong to).
+        #[arg(long, value_enum)]
+        model: Option<Model>,
         /// Number of images.
         #[arg(long, default_value_t = 64)]
         n: usize,
@@ -166,6 +174,9 @@ enum Command {
         /// Repetitions of each measurement (median reported).
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// The network to time.
+        #[arg(long, value_enum, default_value_t = Model::Basic)]
+        model: Model,
     },
     /// Check training on a GPU: parity with the CPU, timings, a training run, as a report.
     ///
@@ -238,6 +249,34 @@ enum ClassifierCommand {
     },
 }
 
+/// Which network a checkpoint holds, from its tensor names: notebook 03's has residual blocks
+/// (`down0.conv1.…`), notebook 02's a plain convolution (`down0.0.…`).
+fn model_of_checkpoint(path: &Path) -> Result<Model> {
+    let tensors = diffusion::checkpoint::read_tensors(path)?;
+    if tensors.contains_key("down0.conv1.model.0.weight") {
+        Ok(Model::Optimized)
+    } else if tensors.contains_key("down0.0.weight")
+        && tensors.contains_key("temb_1.model.0.weight")
+    {
+        Ok(Model::Basic)
+    } else {
+        anyhow::bail!(
+            "{} holds neither notebook 02's nor notebook 03's network (no `down0.0.weight` with `temb_1`, no `down0.conv1.model.0.weight`): is it a checkpoint of `diffusion train`?",
+            path.display()
+        )
+    }
+}
+
+/// The course's noise-predicting networks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Model {
+    /// Notebook 02's U-Net (BatchNorm, ReLU, max pooling; 240,385 parameters).
+    Basic,
+    /// Notebook 03's optimised U-Net (GroupNorm, GELU, rearrange pooling, sinusoidal time,
+    /// residuals; 1,979,777 parameters).
+    Optimized,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Sampler {
     Ddpm,
@@ -257,6 +296,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train {
+            model,
             epochs,
             max_steps,
             seed,
@@ -266,24 +306,53 @@ fn run(cli: Cli) -> Result<()> {
             samples,
             out,
         } => {
+            let course = match model {
+                Model::Basic => TrainConfig::course(),
+                Model::Optimized => TrainConfig::notebook03(),
+            };
             let config = TrainConfig {
-                epochs,
+                epochs: epochs.unwrap_or(course.epochs),
                 max_steps,
                 seed,
                 lr,
-                ..TrainConfig::course()
+                ..course
             };
             let images = training_images(hold_out_test);
-            train(config, images, data.as_deref(), samples, &out)
+            let (data, out) = (data.as_deref(), out.as_path());
+            match model {
+                Model::Basic => train::<diffusion::UNet>(config, images, data, samples, out),
+                Model::Optimized => {
+                    train::<diffusion::notebook03::UNet>(config, images, data, samples, out)
+                }
+            }
         }
         Command::Sample {
             checkpoint,
+            model,
             n,
             seed,
             sampler,
             steps,
             out,
-        } => sample(&checkpoint, n, seed, sampler, steps, &out),
+        } => {
+            let model = match model {
+                Some(m) => m,
+                None => model_of_checkpoint(&checkpoint)?,
+            };
+            match model {
+                Model::Basic => {
+                    sample::<diffusion::UNet>(&checkpoint, n, seed, sampler, steps, &out)
+                }
+                Model::Optimized => sample::<diffusion::notebook03::UNet>(
+                    &checkpoint,
+                    n,
+                    seed,
+                    sampler,
+                    steps,
+                    &out,
+                ),
+            }
+        }
         Command::Data { data } => fetch_data(data.as_deref()),
         Command::Grade {
             set,
@@ -409,9 +478,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", score::quality_table(&opts)?);
             Ok(())
         }
-        Command::Bench { runs } => {
+        Command::Bench { runs, model } => {
             let dev = device()?;
-            let r = diffusion_cli::bench::run(&dev, runs)?;
+            let r = match model {
+                Model::Basic => diffusion_cli::bench::run(&dev, runs)?,
+                Model::Optimized => diffusion_cli::bench::run_for::<diffusion::notebook03::UNet>(
+                    Default::default(),
+                    &dev,
+                    runs,
+                )?,
+            };
             println!("{}", r.line());
             Ok(())
         }
@@ -426,7 +502,7 @@ fn training_images(hold_out_test: bool) -> data::TrainingImages {
     }
 }
 
-fn train(
+fn train<M: Learner + NoisePredictor>(
     config: TrainConfig,
     which: data::TrainingImages,
     data: Option<&Path>,
@@ -438,7 +514,7 @@ fn train(
     data::ensure(&dir)?;
     let images = which.load(&dir)?.images;
     let (epochs, seed) = (config.epochs, config.seed);
-    let mut trainer = Trainer::new(config, &dev)?;
+    let mut trainer = Trainer::<M>::for_network(Default::default(), config, &dev)?;
     let steps = trainer.steps_per_epoch(images.dim(0)?) * epochs;
     let steps = trainer.config.max_steps.map_or(steps, |m| m.min(steps));
     println!(
@@ -503,8 +579,8 @@ fn train(
 
 /// After training stopped with an error: keeps the weights of the last finished step beside the
 /// checkpoint (never over it) and says which file holds what.
-fn after_failure(
-    trainer: &Trainer,
+fn after_failure<M: Learner>(
+    trainer: &Trainer<M>,
     model_path: &Path,
     saved_step: Option<usize>,
 ) -> Result<String> {
@@ -524,7 +600,7 @@ fn after_failure(
     ))
 }
 
-fn sample(
+fn sample<M: NoisePredictor>(
     checkpoint: &Path,
     n: usize,
     seed: u64,
@@ -533,7 +609,7 @@ fn sample(
     out: &Path,
 ) -> Result<()> {
     let dev = device()?;
-    let (unet, _) = diffusion::checkpoint::load_unet(checkpoint, &dev)?;
+    let (unet, _) = diffusion::checkpoint::load_network::<M>(checkpoint, Default::default(), &dev)?;
     let schedule = diffusion::Schedule::course(&dev)?;
     let mut rng = Rng::new(seed);
     let samples = match sampler {

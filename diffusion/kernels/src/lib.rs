@@ -6,7 +6,7 @@
 //! Each has the meaning of its PyTorch counterpart. `f32` tensors on the CPU go through hand-made
 //! kernels (direct AVX-512 convolutions in [`direct`] where the processor has AVX-512, matrix
 //! products otherwise and for the transposed convolutions, fused passes for batch
-//! normalisation) with their own backward passes, on candle's CPU threads; any other device or
+//! normalisation, group normalisation with its activation) with their own backward passes, on candle's CPU threads; any other device or
 //! dtype uses [`reference`](mod@reference), written with candle's tensor operations.
 //!
 //! [`with_path`] runs a closure on a chosen [`KernelPath`], to compare or time the paths; the
@@ -19,6 +19,7 @@ pub mod convolution;
 pub mod direct;
 pub mod fused;
 pub mod gemm;
+pub mod group_norm;
 pub mod linear;
 mod op;
 pub mod pool;
@@ -33,6 +34,7 @@ use candle_core::{Result, Tensor};
 
 pub use convolution::ConvKind;
 use gemm::is_cpu_f32;
+pub use group_norm::Act;
 pub use shape::{ConvShape, Filter};
 
 /// Which kernels serve CPU `f32` tensors.
@@ -115,6 +117,24 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
 }
 
 pub use reference::batch_norm_eval;
+
+/// `act(group_norm(x) * weight + bias)`, PyTorch's `nn.GroupNorm(groups, C)` followed by
+/// `act` (nothing, ReLU or the exact GELU): each image's groups of `C / groups` channels
+/// normalised by their own mean and biased variance.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    act: Act,
+) -> Result<Tensor> {
+    if fast(&[x, weight, bias]) {
+        group_norm::group_norm(x, weight, bias, groups, eps, act)
+    } else {
+        reference::group_norm(x, weight, bias, groups, eps, act)
+    }
+}
 
 /// 2x2 max pooling, stride 2; the gradient of each window goes, whole, to its first maximum, as
 /// in PyTorch.

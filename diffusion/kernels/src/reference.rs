@@ -69,3 +69,30 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.matmul(&w.t()?)?.broadcast_add(b)
 }
+
+/// `act(group_norm(x) * weight + bias)`: each image's `groups` groups of channels normalised by
+/// their own mean and biased variance, `(x - mean_g) / sqrt(var_g + eps)`.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    act: crate::group_norm::Act,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let g = x.reshape((n, groups, (c / groups) * h * w))?; // [N, G, C/G HW]
+    let mean = g.mean_keepdim(2)?;
+    let centred = g.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(2)?; // biased
+    let z = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape((n, c, h, w))?
+        .broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    match act {
+        crate::group_norm::Act::None => Ok(z),
+        crate::group_norm::Act::Relu => z.relu(),
+        crate::group_norm::Act::Gelu => z.gelu_erf(),
+    }
+}
