@@ -130,6 +130,15 @@ impl BatchNorm2d {
         self.weight.elem_count() + self.bias.elem_count()
     }
 
+    /// The state training changes outside the optimizer: the running statistics and the count.
+    pub fn buffers(&self) -> [&candle_core::Var; 3] {
+        [
+            &self.running_mean,
+            &self.running_var,
+            &self.num_batches_tracked,
+        ]
+    }
+
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
         let var = |t: Tensor| -> Result<candle_core::Var> {
             if !t.is_variable() {

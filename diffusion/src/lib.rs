@@ -13,7 +13,7 @@
 //! | what every network provides | [`Network`], [`NoisePredictor`], [`Learner`] |
 //! | the loss | [`get_loss`] |
 //! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
-//! | training | [`Trainer`], [`TrainConfig`] |
+//! | training | [`Trainer`], [`TrainConfig`]; past the course: [`ema`], [`schedule::ScheduleKind`] |
 //! | data | [`data`] |
 //! | pictures, a model summary | [`display`], [`summary`] |
 //! | checkpoints under PyTorch's names | [`checkpoint`] |
@@ -30,6 +30,7 @@ pub mod conv_arithmetic;
 pub mod data;
 pub mod device;
 pub mod display;
+pub mod ema;
 pub mod eval;
 pub mod files;
 pub mod forward;

@@ -343,7 +343,7 @@ impl UNet {
     pub fn batch_norm_buffers(&self) -> Vec<&Var> {
         self.batch_norms()
             .into_iter()
-            .flat_map(|(_, bn)| [&bn.running_mean, &bn.running_var, &bn.num_batches_tracked])
+            .flat_map(|(_, bn)| bn.buffers())
             .collect()
     }
 }

@@ -88,6 +88,42 @@ impl ScheduleValues {
     }
 }
 
+/// Which schedule a run uses over its `T` steps: the course's linear one
+/// ([`Schedule::linear`] from `B = 0.0001` to `0.02`) or the cosine one ([`Schedule::cosine`]).
+///
+/// ```
+/// use diffusion::schedule::ScheduleKind;
+/// let dev = candle_core::Device::Cpu;
+/// let last = |k: ScheduleKind| *k.build(150, &dev).unwrap().values().a_bar.last().unwrap();
+/// assert!((last(ScheduleKind::Linear) - 0.2192).abs() < 1e-4); // x_149 keeps 0.47 x_0
+/// assert!(last(ScheduleKind::Cosine) < 1e-6); // pure noise
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScheduleKind {
+    #[default]
+    Linear,
+    Cosine,
+}
+
+impl ScheduleKind {
+    /// The schedule over `t` timesteps.
+    pub fn build(self, t: usize, device: &Device) -> Result<Schedule> {
+        use crate::settings::{BETA_END, BETA_START};
+        match self {
+            Self::Linear => Schedule::linear(t, BETA_START, BETA_END, device),
+            Self::Cosine => Schedule::cosine(t, device),
+        }
+    }
+
+    /// `"linear"` or `"cosine"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Cosine => "cosine",
+        }
+    }
+}
+
 /// `torch.linspace(start, end, t)` in f64.
 pub fn linspace(start: f64, end: f64, t: usize) -> Vec<f64> {
     match t {

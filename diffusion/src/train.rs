@@ -13,6 +13,9 @@
 //! [`Learner`] (every [`NoisePredictor`](crate::network::NoisePredictor) on the loss above,
 //! notebook 01's denoiser on its own); `Trainer` alone means notebook 02's [`UNet`].
 //!
+//! Past the course, [`TrainConfig`] can train on the cosine schedule ([`ScheduleKind`]) and
+//! keep a moving average of the weights ([`Ema`]), saved beside them.
+//!
 //! When the environment variable `DIFFUSION_MAX_STEPS` is set, every call of
 //! [`Trainer::train`] stops after at most that many steps: the notebooks' headless tests run
 //! with it, and a student never has to write it in a cell.
@@ -26,7 +29,9 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::adam::Adam;
 use crate::checkpoint::{self, is_trainable};
+use crate::ema::Ema;
 use crate::network::Learner;
+use crate::schedule::ScheduleKind;
 use crate::{Rng, Schedule, UNet};
 
 /// Settings of a training run; [`TrainConfig::course`] gives the notebook's.
@@ -43,6 +48,11 @@ pub struct TrainConfig {
     pub max_steps: Option<usize>,
     /// Flip images left-right at random.
     pub hflip: bool,
+    /// The noise schedule over the network's `T` steps (the course's: linear).
+    pub schedule: ScheduleKind,
+    /// Keep an exponential moving average of the weights with this decay ([`Ema`]; the course
+    /// keeps none). It is saved beside the weights and sampled from with [`Trainer::ema_model`].
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +72,8 @@ impl TrainConfig {
             seed: 0,
             max_steps: None,
             hflip: true,
+            schedule: ScheduleKind::Linear,
+            ema: None,
         }
     }
 
@@ -184,6 +196,8 @@ pub struct Trainer<M: Learner = UNet> {
     pub epoch: usize,
     /// The loss of every step so far.
     pub losses: Vec<f32>,
+    /// The moving average of the weights, when `config.ema` asks for one.
+    pub ema: Option<Ema>,
 }
 
 impl Trainer<UNet> {
@@ -229,7 +243,8 @@ impl<M: Learner> Trainer<M> {
         if config.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
-        let schedule = course_schedule(model.schedule_steps(), device)?;
+        let schedule = config.schedule.build(model.schedule_steps(), device)?;
+        let ema = config.ema.map(Ema::checked).transpose()?;
         let params = trainable(&varmap);
         let opt = Adam::new(config.lr);
         let rng = Rng::new(config.seed);
@@ -245,6 +260,7 @@ impl<M: Learner> Trainer<M> {
             step: 0,
             epoch: 0,
             losses: vec![],
+            ema,
         })
     }
 
@@ -285,6 +301,9 @@ impl<M: Learner> Trainer<M> {
                 self.step
             )));
         }
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.params)?;
+        }
         self.step += 1;
         self.losses.push(value);
         Ok(value)
@@ -307,7 +326,10 @@ impl<M: Learner> Trainer<M> {
             }
         }
         let device = self.schedule.device().clone();
-        self.schedule = course_schedule(self.model.schedule_steps(), &device)?;
+        self.schedule = self
+            .config
+            .schedule
+            .build(self.model.schedule_steps(), &device)?;
         let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &device);
         self.model = M::build(self.model.config(), vb)?;
         self.params = trainable(&self.varmap);
@@ -406,16 +428,35 @@ impl<M: Learner> Trainer<M> {
         Ok(progress)
     }
 
-    /// Saves the weights and BatchNorm statistics (PyTorch `state_dict` names).
+    /// Saves the weights and BatchNorm statistics (PyTorch `state_dict` names) to `path`, and,
+    /// when training keeps an [`Ema`], the averaged weights beside it ([`ema_path`]).
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        checkpoint::save(&self.varmap, path)
+        checkpoint::save(&self.varmap, path)?;
+        if let Some(ema) = &self.ema {
+            checkpoint::save(&ema.varmap(&self.varmap)?, &ema_path(path))?;
+        }
+        Ok(())
+    }
+
+    /// The network with the averaged weights (`None` when training keeps no [`Ema`]); before
+    /// the first step, the starting weights.
+    pub fn ema_model(&self) -> Result<Option<M>> {
+        let Some(ema) = &self.ema else {
+            return Ok(None);
+        };
+        let varmap = ema.varmap(&self.varmap)?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, self.schedule.device());
+        Ok(Some(M::build(self.model.config(), vb)?))
     }
 }
 
-/// The course's linear schedule (`B` from 0.0001 to 0.02) over `t` timesteps.
-fn course_schedule(t: usize, device: &Device) -> Result<Schedule> {
-    use crate::settings::{BETA_END, BETA_START};
-    Schedule::linear(t, BETA_START, BETA_END, device)
+/// Where [`Trainer::save`] puts the averaged weights: `model.safetensors` ->
+/// `model-ema.safetensors`, in the same folder.
+pub fn ema_path(path: &std::path::Path) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy());
+    path.with_file_name(format!("{stem}-ema.safetensors"))
 }
 
 #[cfg(test)]

@@ -53,6 +53,61 @@ pub fn states(text: &str, shown: &str, value: f64) {
     );
 }
 
+/// A path relative to the repository root.
+pub fn repo_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The text of a file of the repository (`path` relative to its root).
+pub fn read_repo_file(path: &str) -> String {
+    std::fs::read_to_string(repo_path(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The FashionMNIST folder, which must hold the data: tests that need it say how to fetch it.
+pub fn fashion_mnist_dir() -> std::path::PathBuf {
+    let dir = diffusion::data::data_dir(None);
+    assert!(
+        diffusion::data::files_present(&dir),
+        "the FashionMNIST files are not in {}: fetch them with `make setup` or \
+         `cargo run --release -p diffusion-cli -- data`",
+        dir.display()
+    );
+    dir
+}
+
+/// `shown` (a number as a text writes it) is `value` to the digits shown, give or take `slack`
+/// (for another CPU's rounding); `what` names it in the failure.
+pub fn near(what: &str, shown: &str, value: f64, slack: f64) {
+    let number: f64 = shown
+        .trim_end_matches('%')
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {shown}: {e}"));
+    let decimals = shown
+        .trim_end_matches('%')
+        .split_once('.')
+        .map_or(0, |(_, f)| f.len());
+    let half_unit = 0.5 * 10f64.powi(-(decimals as i32));
+    assert!(
+        (number - value).abs() <= half_unit + slack,
+        "{what}: the text shows {shown}, the value is {value}"
+    );
+}
+
+/// The cells after the first of the Markdown table row that starts with `| name |`.
+pub fn table_row<'a>(md: &'a str, name: &str) -> Vec<&'a str> {
+    let line = md
+        .lines()
+        .find(|l| l.starts_with(&format!("| {name} |")))
+        .unwrap_or_else(|| panic!("no table row `{name}`"));
+    line.trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .skip(1)
+        .collect()
+}
+
 /// A file of `tests/fixtures/`.
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,22 +9,15 @@
 //!
 //! These tests need the FashionMNIST files (`make setup`, or `diffusion data`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use diffusion::data;
 use diffusion::eval::ImageStats;
 use diffusion_cli::figures01::{measure, Measurements};
 use diffusion_tests::states;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    diffusion_tests::read_repo_file(path)
 }
 
 fn walkthrough() -> String {
@@ -32,51 +25,19 @@ fn walkthrough() -> String {
 }
 
 fn data_dir() -> PathBuf {
-    let dir = data::data_dir(None);
-    assert!(
-        data::files_present(&dir),
-        "the FashionMNIST files are not in {}: fetch them with `make setup` or \
-         `cargo run --release -p diffusion-cli -- data`",
-        dir.display()
-    );
-    dir
+    diffusion_tests::fashion_mnist_dir()
 }
 
 fn measured() -> Measurements {
     let model = diffusion::notebook01::UNet::load(
-        &root().join("docs/denoiser.safetensors"),
+        &diffusion_tests::repo_path("docs/denoiser.safetensors"),
         &candle_core::Device::Cpu,
     )
     .expect("docs/denoiser.safetensors loads");
     measure(&model, &data_dir(), 0, &candle_core::Device::Cpu).unwrap()
 }
 
-/// `shown` (a number as the text writes it) is `value` to the digits shown, give or take `slack`.
-fn near(what: &str, shown: &str, value: f64, slack: f64) {
-    let number: f64 = shown.trim_end_matches('%').parse().unwrap();
-    let decimals = shown
-        .trim_end_matches('%')
-        .split_once('.')
-        .map_or(0, |(_, f)| f.len());
-    let half_unit = 0.5 * 10f64.powi(-(decimals as i32));
-    assert!(
-        (number - value).abs() <= half_unit + slack,
-        "{what}: the walkthrough shows {shown}, the checkpoint gives {value}"
-    );
-}
-
-/// The cells of the table row that starts with `| name |`.
-fn row<'a>(md: &'a str, name: &str) -> Vec<&'a str> {
-    let line = md
-        .lines()
-        .find(|l| l.starts_with(&format!("| {name} |")))
-        .unwrap_or_else(|| panic!("no table row `{name}`"));
-    line.trim_matches('|')
-        .split('|')
-        .map(str::trim)
-        .skip(1)
-        .collect()
-}
+use diffusion_tests::{near, table_row as row};
 
 #[test]
 fn the_table_and_the_scores_are_what_the_checkpoint_measures() {

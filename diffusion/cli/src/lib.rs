@@ -1,13 +1,16 @@
 //! # diffusion-cli
 //!
-//! What the `diffusion` command line does beyond the course library: the walkthrough's figures
+//! What the `diffusion` command line does beyond the course library: notebook 03's ablation
+//! ([`ablation`]), the walkthrough's figures
 //! ([`figures`]), the speed measurements ([`bench`]), NumPy files of samples ([`npy`]), the
 //! check of training on a GPU against the CPU ([`gpu_check`]) and the sample-quality scores
 //! ([`score`]).
 
+pub mod ablation;
 pub mod bench;
 pub mod figures;
 pub mod figures01;
+pub mod figures03;
 pub mod gpu_check;
 pub mod npy;
 pub mod score;

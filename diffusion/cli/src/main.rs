@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use diffusion::display::ImageGrid;
 use diffusion::network::{Learner, NoisePredictor};
+use diffusion::schedule::ScheduleKind;
 use diffusion::train::format_duration;
 use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
 use diffusion_cli::score;
@@ -54,6 +55,14 @@ enum Command {
         /// Images in the sample grid drawn after training.
         #[arg(long, default_value_t = 64)]
         samples: usize,
+        /// The noise schedule (the course's: linear; cosine reaches pure noise at t = T - 1).
+        /// Sample the checkpoint with the same `--schedule`.
+        #[arg(long, value_enum, default_value_t = ScheduleArg::Linear)]
+        schedule: ScheduleArg,
+        /// Also keep a moving average of the weights with this decay (e.g. 0.999), saved as
+        /// model-ema.safetensors beside model.safetensors.
+        #[arg(long)]
+        ema: Option<f64>,
         /// Output directory: model.safetensors, losses.csv, samples.png.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
@@ -76,6 +85,9 @@ enum Command {
         /// DDIM steps (DDPM always takes T = 150).
         #[arg(long, default_value_t = 50)]
         steps: usize,
+        /// The schedule the checkpoint was trained with.
+        #[arg(long, value_enum, default_value_t = ScheduleArg::Linear)]
+        schedule: ScheduleArg,
         /// Output directory: samples.png and samples.npy.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
@@ -144,6 +156,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Make the figures of walkthroughs/03_optimizations.md (see diffusion_cli::figures03) from
+    /// notebook 03's and notebook 02's checkpoints and the folder `diffusion ablation` wrote.
+    Figures03(diffusion_cli::figures03::Figures03),
     /// The FashionMNIST classifier whose features `diffusion score` compares.
     Classifier {
         #[command(subcommand)]
@@ -169,6 +184,10 @@ enum Command {
     },
     /// The table of docs/quality.md: DDPM, DDIM, real, blurred real and noise, scored alike.
     QualityTable(score::QualityOptions),
+    /// Notebook 03's ablation (see diffusion_cli::ablation): the same short training with each
+    /// of the four changes taken out in turn, with an EMA of the weights and with the cosine
+    /// schedule, every run sampled and scored alike.
+    Ablation(diffusion_cli::ablation::AblationOptions),
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
@@ -225,6 +244,21 @@ enum Command {
         #[arg(long)]
         fixtures: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Linear,
+    Cosine,
+}
+
+impl From<ScheduleArg> for ScheduleKind {
+    fn from(s: ScheduleArg) -> Self {
+        match s {
+            ScheduleArg::Linear => ScheduleKind::Linear,
+            ScheduleArg::Cosine => ScheduleKind::Cosine,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -304,6 +338,8 @@ fn run(cli: Cli) -> Result<()> {
             hold_out_test,
             data,
             samples,
+            schedule,
+            ema,
             out,
         } => {
             let course = match model {
@@ -315,6 +351,8 @@ fn run(cli: Cli) -> Result<()> {
                 max_steps,
                 seed,
                 lr,
+                schedule: schedule.into(),
+                ema,
                 ..course
             };
             let images = training_images(hold_out_test);
@@ -333,15 +371,17 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             sampler,
             steps,
+            schedule,
             out,
         } => {
+            let schedule = ScheduleKind::from(schedule);
             let model = match model {
                 Some(m) => m,
                 None => model_of_checkpoint(&checkpoint)?,
             };
             match model {
                 Model::Basic => {
-                    sample::<diffusion::UNet>(&checkpoint, n, seed, sampler, steps, &out)
+                    sample::<diffusion::UNet>(&checkpoint, n, seed, sampler, steps, schedule, &out)
                 }
                 Model::Optimized => sample::<diffusion::notebook03::UNet>(
                     &checkpoint,
@@ -349,6 +389,7 @@ fn run(cli: Cli) -> Result<()> {
                     seed,
                     sampler,
                     steps,
+                    schedule,
                     &out,
                 ),
             }
@@ -476,6 +517,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::QualityTable(opts) => {
             println!("{}", score::quality_table(&opts)?);
+            Ok(())
+        }
+        Command::Figures03(options) => {
+            for f in diffusion_cli::figures03::make_figures(&options, &device()?)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Ablation(options) => {
+            let table = diffusion_cli::ablation::run(&options, &device()?)?;
+            println!("{}", table.markdown());
+            println!("written to {}", options.out.display());
             Ok(())
         }
         Command::Bench { runs, model } => {
@@ -606,11 +659,12 @@ fn sample<M: NoisePredictor>(
     seed: u64,
     sampler: Sampler,
     steps: usize,
+    schedule: ScheduleKind,
     out: &Path,
 ) -> Result<()> {
     let dev = device()?;
     let (unet, _) = diffusion::checkpoint::load_network::<M>(checkpoint, Default::default(), &dev)?;
-    let schedule = diffusion::Schedule::course(&dev)?;
+    let schedule = schedule.build(unet.steps(), &dev)?;
     let mut rng = Rng::new(seed);
     let samples = match sampler {
         Sampler::Ddpm => sample_images(&unet, &schedule, n, 0, &mut rng)?,

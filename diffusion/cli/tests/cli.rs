@@ -370,3 +370,88 @@ fn score_reports_the_distance_and_its_floor_and_refuses_too_few_images() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("129"), "{}", stderr(&o));
 }
+
+/// Past the course: `--ema` saves the averaged weights beside the checkpoint, `--schedule cosine`
+/// trains on the cosine schedule, and `sample` takes either back.
+#[test]
+fn train_with_an_average_and_the_cosine_schedule_then_sample_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    tiny_data(&data, 256, 16);
+    let o = diffusion(&[
+        "train",
+        "--model",
+        "optimized",
+        "--data",
+        data.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--samples",
+        "2",
+        "--ema",
+        "0.99",
+        "--schedule",
+        "cosine",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (raw, ema) = (
+        out.join("model.safetensors"),
+        out.join("model-ema.safetensors"),
+    );
+    let a = diffusion::checkpoint::read_tensors(&raw).unwrap();
+    let b = diffusion::checkpoint::read_tensors(&ema).unwrap();
+    assert_eq!(a.len(), b.len(), "the same tensors under the same names");
+    let name = "down0.conv1.model.0.weight";
+    let diff = (&a[name] - &b[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(
+        diff.to_scalar::<f32>().unwrap() > 0.0,
+        "the average lags the weights"
+    );
+    for ckpt in [&raw, &ema] {
+        let o = diffusion(&[
+            "sample",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--n",
+            "2",
+            "--schedule",
+            "cosine",
+            "--out",
+            tmp.path().join("s").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    let o = diffusion(&[
+        "train",
+        "--ema",
+        "1.5",
+        "--max-steps",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("EMA decay"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unknown_ablation_run_names_the_valid_ones() {
+    let o = diffusion(&["ablation", "--only", "no-attention"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("no-attention") && e.contains("no-rearrange-pool") && e.contains("cosine"),
+        "{e}"
+    );
+}

@@ -10,39 +10,117 @@
 //!
 //! `group_size` is passed to PyTorch's `nn.GroupNorm(num_groups, channels)` as its first
 //! argument: despite the course's name it is the *number of groups*.
+//!
+//! Every block takes the [`Changes`] the network makes: [`Changes::ALL`] builds the course's
+//! block; the ablation builds notebook 02's counterpart of a change it takes out. `train` matters
+//! only then (BatchNorm uses the batch's statistics in training, its running ones otherwise).
 
 use anyhow::Result;
-use candle_core::{Module, Tensor};
+use candle_core::{Module, Tensor, Var};
 use candle_nn::VarBuilder;
 
 use diffusion_kernels::Act;
 
-use crate::layers::{cat_channels, space_to_depth, Conv2d, ConvTranspose2x2, GroupNorm};
+use super::Changes;
+use crate::layers::{
+    cat_channels, gelu, max_pool2x2, relu, space_to_depth, BatchNorm2d, Conv2d, ConvTranspose2x2,
+    GroupNorm,
+};
+
+/// The normalisation after a convolution: the course's GroupNorm, or notebook 02's BatchNorm
+/// when the network is built without [`Change::GroupNormGelu`](super::Change::GroupNormGelu).
+#[derive(Debug, Clone)]
+pub enum Norm {
+    Group(GroupNorm),
+    Batch(BatchNorm2d),
+}
+
+impl Norm {
+    pub fn new(
+        num_groups: usize,
+        channels: usize,
+        changes: Changes,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(if changes.group_norm_gelu {
+            Norm::Group(GroupNorm::new(num_groups, channels, vb)?)
+        } else {
+            Norm::Batch(BatchNorm2d::new(channels, vb)?)
+        })
+    }
+
+    /// `act(norm(x))`, `[N, C, H, W] -> [N, C, H, W]`.
+    pub fn forward_act(&self, x: &Tensor, act: Act, train: bool) -> Result<Tensor> {
+        Ok(match self {
+            Norm::Group(gn) => gn.forward_act(x, act)?,
+            Norm::Batch(bn) => {
+                let y = bn.forward_t(x, train)?;
+                match act {
+                    Act::None => y,
+                    Act::Relu => relu(&y)?,
+                    Act::Gelu => gelu(&y)?,
+                }
+            }
+        })
+    }
+
+    pub fn parameters(&self) -> usize {
+        match self {
+            Norm::Group(gn) => gn.parameters(),
+            Norm::Batch(bn) => bn.parameters(),
+        }
+    }
+
+    /// BatchNorm's running statistics (none for GroupNorm).
+    pub fn buffers(&self) -> Vec<&Var> {
+        match self {
+            Norm::Group(_) => vec![],
+            Norm::Batch(bn) => bn.buffers().to_vec(),
+        }
+    }
+}
 
 /// `Conv2d(in, out, 3, 1, 1) → GroupNorm(group_size, out) → GELU`.
 #[derive(Debug, Clone)]
 pub struct GELUConvBlock {
     pub conv: Conv2d,
-    pub norm: GroupNorm,
+    pub norm: Norm,
+    /// GELU (ReLU without the GroupNorm-and-GELU change).
+    pub act: Act,
 }
 
 impl GELUConvBlock {
-    pub fn new(in_ch: usize, out_ch: usize, group_size: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        group_size: usize,
+        changes: Changes,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let vb = vb.pp("model");
         Ok(Self {
             conv: Conv2d::new(in_ch, out_ch, vb.pp(0))?,
-            norm: GroupNorm::new(group_size, out_ch, vb.pp(1))?,
+            norm: Norm::new(group_size, out_ch, changes, vb.pp(1))?,
+            act: if changes.group_norm_gelu {
+                Act::Gelu
+            } else {
+                Act::Relu
+            },
         })
     }
 
     /// `[N, in, H, W] -> [N, out, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.conv.forward(x)?; // [N, out, H, W]
-        Ok(self.norm.forward_act(&x, Act::Gelu)?) // [N, out, H, W]: GroupNorm, then GELU
+        self.norm.forward_act(&x, self.act, train) // [N, out, H, W]: GroupNorm, then GELU
     }
 
     pub fn parameters(&self) -> usize {
         self.conv.parameters() + self.norm.parameters()
+    }
+
+    pub fn buffers(&self) -> Vec<&Var> {
+        self.norm.buffers()
     }
 }
 
@@ -52,25 +130,38 @@ impl GELUConvBlock {
 pub struct ResidualConvBlock {
     pub conv1: GELUConvBlock,
     pub conv2: GELUConvBlock,
+    /// Whether `x1` is added (without the residual change: `x2` alone).
+    pub residual: bool,
 }
 
 impl ResidualConvBlock {
-    pub fn new(in_ch: usize, out_ch: usize, group_size: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        group_size: usize,
+        changes: Changes,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            conv1: GELUConvBlock::new(in_ch, out_ch, group_size, vb.pp("conv1"))?,
-            conv2: GELUConvBlock::new(out_ch, out_ch, group_size, vb.pp("conv2"))?,
+            conv1: GELUConvBlock::new(in_ch, out_ch, group_size, changes, vb.pp("conv1"))?,
+            conv2: GELUConvBlock::new(out_ch, out_ch, group_size, changes, vb.pp("conv2"))?,
+            residual: changes.residual,
         })
     }
 
     /// `[N, in, H, W] -> [N, out, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x1 = self.conv1.forward(x)?; // [N, out, H, W]
-        let x2 = self.conv2.forward(&x1)?; // [N, out, H, W]
-        Ok((x1 + x2)?)
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x1 = self.conv1.forward(x, train)?; // [N, out, H, W]
+        let x2 = self.conv2.forward(&x1, train)?; // [N, out, H, W]
+        Ok(if self.residual { (x1 + x2)? } else { x2 })
     }
 
     pub fn parameters(&self) -> usize {
         self.conv1.parameters() + self.conv2.parameters()
+    }
+
+    pub fn buffers(&self) -> Vec<&Var> {
+        [self.conv1.buffers(), self.conv2.buffers()].concat()
     }
 }
 
@@ -82,16 +173,16 @@ pub struct RearrangePoolBlock {
 }
 
 impl RearrangePoolBlock {
-    pub fn new(in_ch: usize, group_size: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(in_ch: usize, group_size: usize, changes: Changes, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv: GELUConvBlock::new(4 * in_ch, in_ch, group_size, vb.pp("conv"))?,
+            conv: GELUConvBlock::new(4 * in_ch, in_ch, group_size, changes, vb.pp("conv"))?,
         })
     }
 
     /// `[N, in, H, W] -> [N, in, H/2, W/2]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = space_to_depth(x)?; // [N, 4 in, H/2, W/2]
-        self.conv.forward(&x) // [N, in, H/2, W/2]
+        self.conv.forward(&x, train) // [N, in, H/2, W/2]
     }
 
     pub fn parameters(&self) -> usize {
@@ -104,28 +195,53 @@ impl RearrangePoolBlock {
 pub struct DownBlock {
     pub first: GELUConvBlock,
     pub second: GELUConvBlock,
-    pub pool: RearrangePoolBlock,
+    /// `None` without the rearrange-pooling change: 2x2 max pooling.
+    pub pool: Option<RearrangePoolBlock>,
 }
 
 impl DownBlock {
-    pub fn new(in_ch: usize, out_ch: usize, group_size: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        group_size: usize,
+        changes: Changes,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let vb = vb.pp("model");
+        let pool = match changes.rearrange_pool {
+            true => Some(RearrangePoolBlock::new(
+                out_ch,
+                group_size,
+                changes,
+                vb.pp(2),
+            )?),
+            false => None,
+        };
         Ok(Self {
-            first: GELUConvBlock::new(in_ch, out_ch, group_size, vb.pp(0))?,
-            second: GELUConvBlock::new(out_ch, out_ch, group_size, vb.pp(1))?,
-            pool: RearrangePoolBlock::new(out_ch, group_size, vb.pp(2))?,
+            first: GELUConvBlock::new(in_ch, out_ch, group_size, changes, vb.pp(0))?,
+            second: GELUConvBlock::new(out_ch, out_ch, group_size, changes, vb.pp(1))?,
+            pool,
         })
     }
 
     /// `[N, in, H, W] -> [N, out, H/2, W/2]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.first.forward(x)?; // [N, out, H, W]
-        let x = self.second.forward(&x)?; // [N, out, H, W]
-        self.pool.forward(&x) // [N, out, H/2, W/2]
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.first.forward(x, train)?; // [N, out, H, W]
+        let x = self.second.forward(&x, train)?; // [N, out, H, W]
+        match &self.pool {
+            Some(pool) => pool.forward(&x, train), // [N, out, H/2, W/2]
+            None => Ok(max_pool2x2(&x)?),          // [N, out, H/2, W/2]
+        }
     }
 
     pub fn parameters(&self) -> usize {
-        self.first.parameters() + self.second.parameters() + self.pool.parameters()
+        let pool = self.pool.as_ref().map_or(0, RearrangePoolBlock::parameters);
+        self.first.parameters() + self.second.parameters() + pool
+    }
+
+    pub fn buffers(&self) -> Vec<&Var> {
+        let pool = self.pool.as_ref().map_or(vec![], |p| p.conv.buffers());
+        [self.first.buffers(), self.second.buffers(), pool].concat()
     }
 }
 
@@ -139,9 +255,15 @@ pub struct UpBlock {
 
 impl UpBlock {
     /// `in_ch` is the channel count of `x` alone; the concatenation with the skip doubles it.
-    pub fn new(in_ch: usize, out_ch: usize, group_size: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        group_size: usize,
+        changes: Changes,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let vb = vb.pp("model");
-        let conv = |i: usize| GELUConvBlock::new(out_ch, out_ch, group_size, vb.pp(i));
+        let conv = |i: usize| GELUConvBlock::new(out_ch, out_ch, group_size, changes, vb.pp(i));
         Ok(Self {
             up: ConvTranspose2x2::new(2 * in_ch, out_ch, vb.pp(0))?,
             convs: [conv(1)?, conv(2)?, conv(3)?, conv(4)?],
@@ -149,13 +271,17 @@ impl UpBlock {
     }
 
     /// `x, skip: [N, in, H, W] -> [N, out, 2H, 2W]`.
-    pub fn forward(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
         let x = cat_channels(x, skip)?; // [N, 2 in, H, W]
         let mut x = self.up.forward(&x)?; // [N, out, 2H, 2W]
         for conv in &self.convs {
-            x = conv.forward(&x)?; // [N, out, 2H, 2W]
+            x = conv.forward(&x, train)?; // [N, out, 2H, 2W]
         }
         Ok(x)
+    }
+
+    pub fn buffers(&self) -> Vec<&Var> {
+        self.convs.iter().flat_map(GELUConvBlock::buffers).collect()
     }
 
     pub fn parameters(&self) -> usize {
