@@ -10,9 +10,10 @@
 //! | notebook 01's denoiser, the blocks | [`notebook01`]: [`DownBlock`], [`UpBlock`], [`notebook01::UNet`], [`notebook01::add_noise`] |
 //! | notebook 02's network | [`notebook02`]: [`EmbedBlock`], [`DownBlock`], [`UpBlock`], [`UNet`] |
 //! | notebook 03's network: GroupNorm, GELU, rearrange pooling, sinusoidal time, residuals | [`notebook03`]: [`notebook03::UNet`] |
+//! | notebook 04's class-conditional network, classifier-free guidance | [`notebook04`]: [`notebook04::UNet`], [`notebook04::get_context_mask`], [`notebook04::sample_w`] |
 //! | what every network provides | [`Network`], [`NoisePredictor`], [`Learner`] |
 //! | the loss | [`get_loss`] |
-//! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`] |
+//! | the reverse step and sampling | [`reverse_q`], [`sample_images`], [`sample_ddim`], [`reverse_process`] |
 //! | training | [`Trainer`], [`TrainConfig`]; past the course: [`ema`], [`schedule::ScheduleKind`] |
 //! | data | [`data`] |
 //! | pictures, a model summary | [`display`], [`summary`] |
@@ -40,6 +41,7 @@ pub mod network;
 pub mod notebook01;
 pub mod notebook02;
 pub mod notebook03;
+pub mod notebook04;
 pub mod reverse;
 pub mod rng;
 pub mod sample;
@@ -56,7 +58,7 @@ pub use network::{Learner, Network, NoisePredictor};
 pub use notebook02::{DownBlock, EmbedBlock, UNet, UNetConfig, UpBlock};
 pub use reverse::{reverse_q, reverse_q_with_noise};
 pub use rng::Rng;
-pub use sample::{sample_ddim, sample_images, sample_images_from, Samples};
+pub use sample::{reverse_process, sample_ddim, sample_images, sample_images_from, Samples};
 pub use schedule::Schedule;
 pub use train::{Progress, TrainConfig, Trainer};
 

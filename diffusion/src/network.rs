@@ -61,9 +61,26 @@ pub trait Learner: Network {
     /// The number of timesteps of the noise schedule the trainer makes for this network.
     fn schedule_steps(&self) -> usize;
 
+    /// Whether the loss needs each image's class (notebook 04's network); the [`Trainer`]
+    /// then asks for labels ([`Trainer::train_with_labels`]).
+    ///
+    /// [`Trainer`]: crate::Trainer
+    /// [`Trainer::train_with_labels`]: crate::Trainer::train_with_labels
+    fn needs_labels(&self) -> bool {
+        false
+    }
+
     /// The loss on the clean, augmented batch `x_0` (`[B, C, H, W]`), in training mode, drawing
-    /// whatever it needs (timesteps, noise) from `rng`.
-    fn training_loss(&self, x_0: &Tensor, schedule: &Schedule, rng: &mut Rng) -> Result<Tensor>;
+    /// whatever it needs (timesteps, noise) from `rng`. `labels` (`[B]` U32 class indices) are
+    /// given when the trainer has them; only a network that [`needs_labels`](Self::needs_labels)
+    /// reads them.
+    fn training_loss(
+        &self,
+        x_0: &Tensor,
+        labels: Option<&Tensor>,
+        schedule: &Schedule,
+        rng: &mut Rng,
+    ) -> Result<Tensor>;
 }
 
 /// `t ~ U{0, ..., T-1}` per image, then [`get_loss`](crate::get_loss): the diffusion objective.
@@ -72,7 +89,13 @@ impl<M: NoisePredictor> Learner for M {
         self.steps()
     }
 
-    fn training_loss(&self, x_0: &Tensor, schedule: &Schedule, rng: &mut Rng) -> Result<Tensor> {
+    fn training_loss(
+        &self,
+        x_0: &Tensor,
+        _labels: Option<&Tensor>,
+        schedule: &Schedule,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let t = rng.timesteps(x_0.dim(0)?, schedule.len(), x_0.device())?;
         crate::get_loss(self, schedule, x_0, &t, rng)
     }

@@ -406,7 +406,13 @@ impl Learner for UNet {
         crate::settings::T
     }
 
-    fn training_loss(&self, x_0: &Tensor, _: &Schedule, rng: &mut Rng) -> Result<Tensor> {
+    fn training_loss(
+        &self,
+        x_0: &Tensor,
+        _labels: Option<&Tensor>,
+        _: &Schedule,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let noise = rng.randn_like(x_0)?;
         denoising_loss(self, x_0, &noise)
     }

@@ -80,6 +80,11 @@ impl Rng {
         Ok(self.0.random_range(0..n))
     }
 
+    /// A uniform number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        self.0.random::<f64>()
+    }
+
     /// A fair coin.
     pub fn coin(&mut self) -> bool {
         self.0.random::<bool>()

@@ -96,10 +96,9 @@ pub fn sample_images_from<M: NoisePredictor>(
     schedule: &Schedule,
     x_start: Tensor,
     ncols: usize,
-    mut step_noise: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+    step_noise: impl FnMut(usize, &Tensor) -> Result<Tensor>,
 ) -> Result<Samples> {
-    let n = x_start.dim(0)?;
-    check_sampling(model, schedule, n)?;
+    check_sampling(model, schedule, x_start.dim(0)?)?;
     let shape = model.image_shape();
     if x_start.dims().get(1..) != Some(&shape[..]) {
         bail!(
@@ -110,21 +109,51 @@ pub fn sample_images_from<M: NoisePredictor>(
             x_start.dims()
         );
     }
-    let device = schedule.device();
     let keep = strip_steps(schedule.len(), ncols.max(1));
+    reverse_process(
+        schedule,
+        x_start,
+        |t| ncols > 0 && keep.contains(&t),
+        |x, t| model.predict_noise(x, t, false),
+        step_noise,
+    )
+}
+
+/// The reverse process itself, for any prediction of the noise: from `x_start` (`[n, C, H, W]`)
+/// through `t = T-1, ..., 0`,
+///
+/// ```text
+/// e_t = predict(x_t, t);   x_{t-1} = reverse_q(x_t, t, e_t, z = step_noise(t, x_t))
+/// ```
+///
+/// keeping a snapshot after each `t` for which `keep(t)` holds. `predict` gets `x_t` and the
+/// batch of timesteps (`[n]` U32); [`sample_images_from`] passes the network's prediction,
+/// notebook 04's [`sample_w`](crate::notebook04::sample_w) the guided one.
+pub fn reverse_process(
+    schedule: &Schedule,
+    x_start: Tensor,
+    keep: impl Fn(usize) -> bool,
+    mut predict: impl FnMut(&Tensor, &Tensor) -> Result<Tensor>,
+    mut step_noise: impl FnMut(usize, &Tensor) -> Result<Tensor>,
+) -> Result<Samples> {
+    let n = x_start.dim(0)?;
+    if n == 0 {
+        bail!("asked for 0 images: n must be at least 1");
+    }
+    let device = schedule.device();
     let mut x = x_start.to_device(device)?;
     let mut frames = vec![x.clone()];
     let mut frame_steps = vec![None];
     for t in (0..schedule.len()).rev() {
         let t_batch = Tensor::full(t as u32, n, device)?;
-        let e_t = model.predict_noise(&x, &t_batch, false)?.detach(); // no gradient history across steps
+        let e_t = predict(&x, &t_batch)?.detach(); // no gradient history across steps
         let z = if t > 0 {
             step_noise(t, &x)?.to_device(device)?
         } else {
             x.zeros_like()?
         };
         x = reverse_q_with_noise(schedule, &x, t, &e_t, &z)?.detach();
-        if ncols > 0 && keep.contains(&t) {
+        if keep(t) {
             frames.push(x.clone());
             frame_steps.push(Some(t));
         }

@@ -8,6 +8,8 @@
 //!     Adam step (lr 0.001, no weight decay)
 //! ```
 //!
+//! Notebook 04's network also takes each image's class: [`Trainer::train_with_labels`].
+//!
 //! A [`Trainer`] keeps the model, the optimizer's state and the step count, so calling
 //! [`Trainer::train`] again continues where the last call stopped. It trains any
 //! [`Learner`] (every [`NoisePredictor`](crate::network::NoisePredictor) on the loss above,
@@ -276,14 +278,40 @@ impl<M: Learner> Trainer<M> {
     /// If the loss, or a gradient, is NaN or infinite, the weights, the optimizer's state and the
     /// BatchNorm statistics are left as they were and an error says so.
     pub fn train_step(&mut self, x_0: &Tensor) -> Result<f32> {
+        self.step_on(x_0, None)
+    }
+
+    /// [`train_step`](Self::train_step) on a batch with its classes: `labels` is `[B]` U32,
+    /// one class index per image (notebook 04's network learns from them).
+    pub fn train_step_with_labels(&mut self, x_0: &Tensor, labels: &Tensor) -> Result<f32> {
+        self.step_on(x_0, Some(labels))
+    }
+
+    fn step_on(&mut self, x_0: &Tensor, labels: Option<&Tensor>) -> Result<f32> {
         self.own_tensors()?;
-        crate::network::check_images(&self.model, x_0)
+        let n = crate::network::check_images(&self.model, x_0)
             .context("a training batch x_0 must be images")?;
+        if labels.is_none() && self.model.needs_labels() {
+            bail!(
+                "this network learns from labelled images: train it with `train_with_labels(&images, &labels, ...)` (or `train_step_with_labels`)"
+            );
+        }
+        if let Some(l) = labels {
+            if l.dims() != [n] {
+                bail!(
+                    "a batch of {n} images needs {n} labels (shape [{n}]), got shape {:?}",
+                    l.dims()
+                );
+            }
+        }
         let x_0 = x_0.to_device(self.schedule.device())?;
+        let labels = labels
+            .map(|l| l.to_device(self.schedule.device()))
+            .transpose()?;
         let saved = self.bn_state()?;
-        let loss = self
-            .model
-            .training_loss(&x_0, &self.schedule, &mut self.rng)?;
+        let loss =
+            self.model
+                .training_loss(&x_0, labels.as_ref(), &self.schedule, &mut self.rng)?;
         let value = loss.to_scalar::<f32>()?;
         if !value.is_finite() {
             self.restore_bn_state(saved)?;
@@ -365,10 +393,47 @@ impl<M: Learner> Trainer<M> {
         &mut self,
         images: &Tensor,
         every: usize,
+        callback: impl FnMut(&Progress, &Trainer<M>) -> Result<()>,
+    ) -> Result<Progress> {
+        self.train_on(images, None, every, callback)
+    }
+
+    /// [`train`](Self::train) on labelled images: `labels[i]` is the class of image `i`
+    /// (FashionMNIST's [`labels`](crate::data::FashionMnist::labels)), and each batch takes the
+    /// labels of its images.
+    pub fn train_with_labels(
+        &mut self,
+        images: &Tensor,
+        labels: &[u8],
+        every: usize,
+        callback: impl FnMut(&Progress, &Trainer<M>) -> Result<()>,
+    ) -> Result<Progress> {
+        let n = images.dims().first().copied().unwrap_or(0);
+        if labels.len() != n {
+            bail!(
+                "{n} images need {n} labels, got {}: pass the labels loaded with the images",
+                labels.len()
+            );
+        }
+        let labels: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+        let labels = Tensor::from_vec(labels, n, self.schedule.device())?;
+        self.train_on(images, Some(&labels), every, callback)
+    }
+
+    fn train_on(
+        &mut self,
+        images: &Tensor,
+        labels: Option<&Tensor>,
+        every: usize,
         mut callback: impl FnMut(&Progress, &Trainer<M>) -> Result<()>,
     ) -> Result<Progress> {
         let n = crate::network::check_images(&self.model, images)
             .context("the training images must be a batch of the network's images")?;
+        if labels.is_none() && self.model.needs_labels() {
+            bail!(
+                "this network learns from labelled images: call `trainer.train_with_labels(&train.images, &train.labels, every, callback)`"
+            );
+        }
         let per_epoch = self.steps_per_epoch(n);
         if per_epoch == 0 {
             bail!(
@@ -409,7 +474,8 @@ impl<M: Learner> Trainer<M> {
                 if self.config.hflip {
                     x_0 = crate::data::random_hflip(&x_0, self.rng.inner())?;
                 }
-                let loss = self.train_step(&x_0)?;
+                let batch_labels = labels.map(|l| l.index_select(&idx, 0)).transpose()?;
+                let loss = self.step_on(&x_0, batch_labels.as_ref())?;
                 progress.call_step += 1;
                 progress.step = self.step;
                 progress.loss = loss;

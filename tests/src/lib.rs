@@ -8,6 +8,22 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
+/// The largest `|a - b|` over all elements (same shapes), in f64.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (
+        a.to_dtype(DType::F64).unwrap(),
+        b.to_dtype(DType::F64).unwrap(),
+    );
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// Fails unless `a` and `b` hold the same names, each with the same shape, dtype and values
 /// (exactly: a saved and reloaded, or a restored, state).
 pub fn assert_same_state(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {

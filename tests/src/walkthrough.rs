@@ -14,3 +14,8 @@ pub struct Walkthrough02;
 #[cfg(doctest)]
 #[doc = include_str!("../../walkthroughs/03_optimizations.md")]
 pub struct Walkthrough03;
+
+/// `walkthroughs/04_guidance.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../walkthroughs/04_guidance.md")]
+pub struct Walkthrough04;

@@ -1,4 +1,4 @@
-//! Runs the notebooks (`notebooks/01_unet.ipynb`, `notebooks/02_diffusion.ipynb`) headless, as a
+//! Runs the notebooks (`notebooks/01_unet.ipynb` to `notebooks/04_guidance.ipynb`) headless, as a
 //! student would run them top to bottom, on a copy (the committed notebook is never written),
 //! with a short training (`DIFFUSION_MAX_STEPS`), then checks their outputs:
 //!
@@ -100,6 +100,7 @@ fn has_figure(cell: &Value) -> bool {
     cell["outputs"].as_array().into_iter().flatten().any(|out| {
         let data = &out["data"];
         data.get("image/png").is_some()
+            || data.get("image/gif").is_some()
             || data.get("image/svg+xml").is_some()
             || data.get("text/html").is_some_and(|h| {
                 let h = text_of(h);
@@ -461,5 +462,37 @@ fn notebook03_runs_top_to_bottom() -> Result<()> {
             "{line}"
         );
     }
+    Ok(())
+}
+
+#[test]
+#[ignore = "runs the notebook in the Rust kernel: needs `make setup`; `make test` runs it"]
+fn notebook04_runs_top_to_bottom() -> Result<()> {
+    let cells = run_notebook("04_guidance.ipynb", 6, 40)?;
+    let lines = stdout_lines(&cells);
+    // the mask keeps the label of about 90% of the images
+    let kept = lines
+        .iter()
+        .find_map(|l| l.split("sees the label of ").nth(1))
+        .and_then(|v| v.trim_end_matches("% of the images").parse::<f64>().ok())
+        .context("no line `... sees the label of p% of the images`")?;
+    assert!((89.5..=90.5).contains(&kept), "label kept for {kept}%");
+    // every preview line names the class it drew, in turn from the first
+    let classes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("Epoch "))
+        .filter_map(|l| l.rsplit("| C: ").next())
+        .collect();
+    assert_eq!(classes.first().copied(), Some("T-shirt/top"), "{classes:?}");
+    // the animation keeps the course's snapshots: the noise, t = 140, 130, ..., 10, then 9..0
+    assert!(
+        lines.iter().any(|l| l.starts_with("25 frames")),
+        "no line `25 frames, saved to ...`"
+    );
+    // the trade-off table read from docs/guidance04, with the real images' line
+    assert!(
+        lines.iter().any(|l| l.starts_with("| real test images |")),
+        "the trade-off table was not printed"
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! # diffusion-cli
 //!
 //! What the `diffusion` command line does beyond the course library: notebook 03's ablation
-//! ([`ablation`]), the walkthrough's figures
+//! ([`ablation`]), notebook 04's guidance trade-off ([`guidance`]), the walkthrough's figures
 //! ([`figures`]), the speed measurements ([`bench`]), NumPy files of samples ([`npy`]), the
 //! check of training on a GPU against the CPU ([`gpu_check`]) and the sample-quality scores
 //! ([`score`]).
@@ -12,6 +12,7 @@ pub mod figures;
 pub mod figures01;
 pub mod figures03;
 pub mod gpu_check;
+pub mod guidance;
 pub mod npy;
 pub mod score;
 

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use diffusion::display::ImageGrid;
+use diffusion::display::{Animation, ImageGrid};
 use diffusion::network::{Learner, NoisePredictor};
+use diffusion::notebook04;
 use diffusion::schedule::ScheduleKind;
 use diffusion::train::format_duration;
 use diffusion::{data, device, sample_ddim, sample_images, Rng, TrainConfig, Trainer};
@@ -88,6 +89,15 @@ enum Command {
         /// The schedule the checkpoint was trained with.
         #[arg(long, value_enum, default_value_t = ScheduleArg::Linear)]
         schedule: ScheduleArg,
+        /// Notebook 04's network: the classes to draw, by name or index (`sneaker`,
+        /// `"ankle boot"`, `7`); repeat or separate with commas; default all ten. Image `i`
+        /// is of class `i mod (number of classes)`.
+        #[arg(long, value_delimiter = ',')]
+        class: Vec<String>,
+        /// Notebook 04's network: the guidance weight w in `e = (1 + w) e_class - w e_none`
+        /// (0: the conditional model alone; -1: no class).
+        #[arg(long, default_value_t = notebook04::DEFAULT_W, allow_negative_numbers = true)]
+        w: f64,
         /// Output directory: samples.png and samples.npy.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
@@ -188,6 +198,10 @@ enum Command {
     /// of the four changes taken out in turn, with an EMA of the weights and with the cosine
     /// schedule, every run sampled and scored alike.
     Ablation(diffusion_cli::ablation::AblationOptions),
+    /// Notebook 04's grid over the guidance weights, its animation, and the measured
+    /// trade-off (see diffusion_cli::guidance): asked-class share, FD and KID overall and per
+    /// class, and the spread within a class, for each w.
+    Guidance(diffusion_cli::guidance::GuidanceOptions),
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
@@ -287,7 +301,9 @@ enum ClassifierCommand {
 /// (`down0.conv1.…`), notebook 02's a plain convolution (`down0.0.…`).
 fn model_of_checkpoint(path: &Path) -> Result<Model> {
     let tensors = diffusion::checkpoint::read_tensors(path)?;
-    if tensors.contains_key("down0.conv1.model.0.weight") {
+    if tensors.contains_key("c_embed1.model.0.weight") {
+        Ok(Model::Guided)
+    } else if tensors.contains_key("down0.conv1.model.0.weight") {
         Ok(Model::Optimized)
     } else if tensors.contains_key("down0.0.weight")
         && tensors.contains_key("temb_1.model.0.weight")
@@ -309,6 +325,9 @@ enum Model {
     /// Notebook 03's optimised U-Net (GroupNorm, GELU, rearrange pooling, sinusoidal time,
     /// residuals; 1,979,777 parameters).
     Optimized,
+    /// Notebook 04's class-conditional U-Net for classifier-free guidance (2,002,561
+    /// parameters); trained on the images' labels.
+    Guided,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -343,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let course = match model {
-                Model::Basic => TrainConfig::course(),
+                Model::Basic | Model::Guided => TrainConfig::course(),
                 Model::Optimized => TrainConfig::notebook03(),
             };
             let config = TrainConfig {
@@ -357,11 +376,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             let images = training_images(hold_out_test);
             let (data, out) = (data.as_deref(), out.as_path());
+            let mut rng = Rng::new(seed);
             match model {
-                Model::Basic => train::<diffusion::UNet>(config, images, data, samples, out),
+                Model::Basic => train::<diffusion::UNet>(config, images, data, out, |t| {
+                    unguided_samples(t, samples, &mut rng)
+                }),
                 Model::Optimized => {
-                    train::<diffusion::notebook03::UNet>(config, images, data, samples, out)
+                    train::<diffusion::notebook03::UNet>(config, images, data, out, |t| {
+                        unguided_samples(t, samples, &mut rng)
+                    })
                 }
+                Model::Guided => train::<notebook04::UNet>(config, images, data, out, |t| {
+                    guided_grid(&t.model, &t.schedule, out, &mut rng)
+                }),
             }
         }
         Command::Sample {
@@ -372,6 +399,8 @@ fn run(cli: Cli) -> Result<()> {
             sampler,
             steps,
             schedule,
+            class,
+            w,
             out,
         } => {
             let schedule = ScheduleKind::from(schedule);
@@ -379,6 +408,12 @@ fn run(cli: Cli) -> Result<()> {
                 Some(m) => m,
                 None => model_of_checkpoint(&checkpoint)?,
             };
+            if !class.is_empty() && model != Model::Guided {
+                anyhow::bail!(
+                    "--class needs notebook 04's class-conditional network (`train --model guided`); {} holds {model:?}",
+                    checkpoint.display()
+                );
+            }
             match model {
                 Model::Basic => {
                     sample::<diffusion::UNet>(&checkpoint, n, seed, sampler, steps, schedule, &out)
@@ -392,6 +427,10 @@ fn run(cli: Cli) -> Result<()> {
                     schedule,
                     &out,
                 ),
+                Model::Guided if matches!(sampler, Sampler::Ddim) => anyhow::bail!(
+                    "notebook 04's guided sampling runs the course's DDPM sampler: leave out --sampler ddim"
+                ),
+                Model::Guided => sample_guided(&checkpoint, n, seed, &class, w, schedule, &out),
             }
         }
         Command::Data { data } => fetch_data(data.as_deref()),
@@ -531,6 +570,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("written to {}", options.out.display());
             Ok(())
         }
+        Command::Guidance(options) => {
+            let table = diffusion_cli::guidance::run(&options, &device()?)?;
+            println!("{}", table.markdown());
+            println!("written to {}", options.out.display());
+            Ok(())
+        }
         Command::Bench { runs, model } => {
             let dev = device()?;
             let r = match model {
@@ -540,6 +585,9 @@ fn run(cli: Cli) -> Result<()> {
                     &dev,
                     runs,
                 )?,
+                Model::Guided => anyhow::bail!(
+                    "`bench` times the unconditional networks: use `--model optimized`, the guided network's body (its class embeddings add under 2% of the arithmetic)"
+                ),
             };
             println!("{}", r.line());
             Ok(())
@@ -555,18 +603,50 @@ fn training_images(hold_out_test: bool) -> data::TrainingImages {
     }
 }
 
-fn train<M: Learner + NoisePredictor>(
+/// `n` samples of a noise predictor, clamped, in a square grid.
+fn unguided_samples<M: NoisePredictor>(
+    trainer: &Trainer<M>,
+    n: usize,
+    rng: &mut Rng,
+) -> Result<ImageGrid> {
+    let samples = sample_images(&trainer.model, &trainer.schedule, n, 0, rng)?;
+    ImageGrid::new(&samples.images.clamp(-1f32, 1f32)?, grid_columns(n))
+}
+
+/// The course's grid of notebook 04: a row per guidance weight of [`notebook04::W_TESTS`], a
+/// column per class; its animation is written to `out/samples.gif`.
+fn guided_grid(
+    model: &notebook04::UNet,
+    schedule: &diffusion::Schedule,
+    out: &Path,
+    rng: &mut Rng,
+) -> Result<ImageGrid> {
+    let classes: Vec<usize> = (0..notebook04::N_CLASSES).collect();
+    let guided = notebook04::sample_w(
+        model,
+        schedule,
+        &classes,
+        &notebook04::W_TESTS,
+        notebook04::STORE_FREQ,
+        rng,
+    )?;
+    Animation::new(&guided.frame_grids(2)?)?.save(out.join("samples.gif"))?;
+    guided.grid()
+}
+
+fn train<M: Learner>(
     config: TrainConfig,
     which: data::TrainingImages,
     data: Option<&Path>,
-    n_samples: usize,
     out: &Path,
+    final_samples: impl FnOnce(&Trainer<M>) -> Result<ImageGrid>,
 ) -> Result<()> {
     let dev = device()?;
     let dir = data::data_dir(data);
     data::ensure(&dir)?;
-    let images = which.load(&dir)?.images;
-    let (epochs, seed) = (config.epochs, config.seed);
+    let data = which.load(&dir)?;
+    let images = data.images;
+    let epochs = config.epochs;
     let mut trainer = Trainer::<M>::for_network(Default::default(), config, &dev)?;
     let steps = trainer.steps_per_epoch(images.dim(0)?) * epochs;
     let steps = trainer.config.max_steps.map_or(steps, |m| m.min(steps));
@@ -583,7 +663,8 @@ fn train<M: Learner + NoisePredictor>(
     let tty = std::io::stdout().is_terminal();
     let mut epoch_seen = trainer.epoch;
     let mut saved_step = None;
-    let result = trainer.train(&images, if tty { 1 } else { 50 }, |p, t| {
+    let every = if tty { 1 } else { 50 };
+    let report = |p: &diffusion::train::Progress, t: &Trainer<M>| -> Result<()> {
         if tty {
             print!("\r{}   ", p.line());
             std::io::stdout().flush()?;
@@ -596,7 +677,11 @@ fn train<M: Learner + NoisePredictor>(
             saved_step = Some(t.step);
         }
         Ok(())
-    });
+    };
+    let result = match trainer.model.needs_labels() {
+        true => trainer.train_with_labels(&images, &data.labels, every, report),
+        false => trainer.train(&images, every, report),
+    };
     if tty {
         println!();
     }
@@ -609,15 +694,8 @@ fn train<M: Learner + NoisePredictor>(
         }
     };
     trainer.save(&model_path)?;
-    let samples = sample_images(
-        &trainer.model,
-        &trainer.schedule,
-        n_samples,
-        0,
-        &mut Rng::new(seed),
-    )?;
     let grid = out.join("samples.png");
-    ImageGrid::new(&samples.images.clamp(-1f32, 1f32)?, grid_columns(n_samples))?.save(&grid)?;
+    final_samples(&trainer)?.save(&grid)?;
     println!(
         "done: {} steps in {}, final loss {:.4}\ncheckpoint {}\nlosses {}\nsamples {}",
         last.step,
@@ -677,6 +755,58 @@ fn sample<M: NoisePredictor>(
     ImageGrid::new(&images, grid_columns(n))?.save(&png)?;
     diffusion_cli::npy::save_npy(&images, &npy)?;
     println!("{} images: {}\n{}", n, png.display(), npy.display());
+    Ok(())
+}
+
+/// Notebook 04's guided sampling: `n` images, image `i` of the `i mod k`-th of the `k` classes
+/// asked for, all at weight `w`; a grid with a column per class, the `.npy`, and the labels.
+fn sample_guided(
+    checkpoint: &Path,
+    n: usize,
+    seed: u64,
+    class: &[String],
+    w: f64,
+    schedule: ScheduleKind,
+    out: &Path,
+) -> Result<()> {
+    if n == 0 {
+        anyhow::bail!("asked for 0 images: --n must be at least 1");
+    }
+    let classes: Vec<usize> = match class.is_empty() {
+        true => (0..notebook04::N_CLASSES).collect(),
+        false => class
+            .iter()
+            .map(|c| notebook04::class_index(c))
+            .collect::<Result<_>>()?,
+    };
+    let dev = device()?;
+    let unet = notebook04::UNet::load(checkpoint, &dev)?;
+    let schedule = schedule.build(unet.config.t, &dev)?;
+    let per_image: Vec<usize> = (0..n).map(|i| classes[i % classes.len()]).collect();
+    let guided = notebook04::sample_w(&unet, &schedule, &per_image, &[w], 0, &mut Rng::new(seed))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (png, npy, labels) = (
+        out.join("samples.png"),
+        out.join("samples.npy"),
+        out.join("samples-labels.txt"),
+    );
+    let images = guided.samples.images.clamp(-1f32, 1f32)?;
+    let columns = if n >= classes.len() { classes.len() } else { n };
+    ImageGrid::new(&images, columns)?.save(&png)?;
+    diffusion_cli::npy::save_npy(&images, &npy)?;
+    let names: Vec<&str> = per_image.iter().map(|&c| data::CLASS_NAMES[c]).collect();
+    diffusion::files::write_atomic(&labels, format!("{}\n", names.join("\n")).as_bytes())?;
+    println!(
+        "{n} images at w = {w} ({}): {}\n{}\n{}",
+        classes
+            .iter()
+            .map(|&c| data::CLASS_NAMES[c])
+            .collect::<Vec<_>>()
+            .join(", "),
+        png.display(),
+        npy.display(),
+        labels.display()
+    );
     Ok(())
 }
 

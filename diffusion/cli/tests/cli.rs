@@ -455,3 +455,80 @@ fn an_unknown_ablation_run_names_the_valid_ones() {
         "{e}"
     );
 }
+
+/// Notebook 04: `train --model guided` learns from the labels and writes the course's grid and
+/// its animation; `sample --class --w` draws the classes asked for, by name or index, and an
+/// unknown class names the valid ones.
+#[test]
+fn train_the_guided_network_then_sample_asked_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("run");
+    tiny_data(&data, 256, 16);
+    let o = diffusion(&[
+        "train",
+        "--model",
+        "guided",
+        "--data",
+        data.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gif = std::fs::read(out.join("samples.gif")).unwrap();
+    assert_eq!(&gif[..6], b"GIF89a", "an animated GIF");
+    let grid = image::open(out.join("samples.png")).unwrap();
+    // 10 columns (classes) and 7 rows (weights) of 16 x 16 images at scale 4, gaps of 2 px.
+    assert_eq!((grid.width(), grid.height()), (10 * 66 - 2, 7 * 66 - 2));
+
+    let ckpt = out.join("model.safetensors");
+    let s = tmp.path().join("s");
+    let o = diffusion(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--class",
+        "sneaker,Ankle boot",
+        "--class",
+        "0",
+        "--w",
+        "-1.5",
+        "--n",
+        "5",
+        "--out",
+        s.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let labels = std::fs::read_to_string(s.join("samples-labels.txt")).unwrap();
+    let labels: Vec<&str> = labels.lines().collect();
+    assert_eq!(
+        labels,
+        [
+            "Sneaker",
+            "Ankle boot",
+            "T-shirt/top",
+            "Sneaker",
+            "Ankle boot"
+        ]
+    );
+    let npy = diffusion_cli::npy::load_npy(&s.join("samples.npy")).unwrap();
+    assert_eq!(npy.dims(), [5, 1, 16, 16]);
+
+    let o = diffusion(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--class",
+        "sock",
+        "--out",
+        s.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("\"sock\"") && e.contains("\"sneaker\"") && e.contains("0-9"),
+        "{e}"
+    );
+}

@@ -6,10 +6,12 @@
 //! | [`ImageGrid`] | `image/png` | `.png` |
 //! | [`LineChart`] | `image/svg+xml` | `.svg`, `.png` |
 //! | [`Figure`] | `text/html` | `.html` |
+//! | [`Animation`] | `image/gif` | `.gif` |
 //!
 //! evcxr keeps only the last output of each MIME type in a cell, so a cell that shows several
 //! pictures should put them in one [`Figure`].
 
+pub mod animation;
 pub mod chart;
 pub mod course;
 pub mod figure;
@@ -18,6 +20,7 @@ pub mod grid;
 pub mod output;
 pub mod training;
 
+pub use animation::Animation;
 pub use chart::{Legend, LineChart, Series};
 pub use course::{loss_chart, moving_average, schedule_chart, schedule_figure, LossHistory};
 pub use figure::Figure;

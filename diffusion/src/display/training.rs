@@ -41,17 +41,27 @@ impl TrainingLog {
     /// Keeps the strips of `samples` (drawn with `ncols` snapshots) under the progress's
     /// `Epoch | Step | Loss` caption.
     pub fn add(&mut self, p: &Progress, samples: &Samples) -> Result<()> {
-        self.keep(p, ImageGrid::new(&samples.strips()?, self.ncols + 1)?)
+        self.keep(p, ImageGrid::new(&samples.strips()?, self.ncols + 1)?, None)
+    }
+
+    /// [`add`](Self::add) with what the strip was drawn for (notebook 04: its class) at the
+    /// end of the caption, `Epoch | Step | Loss | Sneaker`.
+    pub fn add_labelled(&mut self, p: &Progress, samples: &Samples, label: &str) -> Result<()> {
+        let grid = ImageGrid::new(&samples.strips()?, self.ncols + 1)?;
+        self.keep(p, grid, Some(label))
     }
 
     /// Keeps `images` (`[n, C, H, W]`, e.g. notebook 01's original / noisy / predicted) as one
     /// row under the progress's caption.
     pub fn add_images(&mut self, p: &Progress, images: &Tensor) -> Result<()> {
-        self.keep(p, ImageGrid::new(images, images.dim(0)?)?)
+        self.keep(p, ImageGrid::new(images, images.dim(0)?)?, None)
     }
 
-    fn keep(&mut self, p: &Progress, grid: ImageGrid) -> Result<()> {
-        let caption = format!("Epoch {} | Step {} | Loss {:.4}", p.epoch, p.step, p.loss);
+    fn keep(&mut self, p: &Progress, grid: ImageGrid, label: Option<&str>) -> Result<()> {
+        let mut caption = format!("Epoch {} | Step {} | Loss {:.4}", p.epoch, p.step, p.loss);
+        if let Some(label) = label {
+            caption = format!("{caption} | {label}");
+        }
         self.strips.push((caption, grid.scale(3)));
         Ok(())
     }

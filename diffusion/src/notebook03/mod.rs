@@ -146,6 +146,16 @@ impl UNet {
     }
 
     pub fn with_config(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_time_names(config, ["temb_1", "temb_2"], vb)
+    }
+
+    /// The network with its two time embeddings under `time_names` (notebook 04's course code
+    /// calls them `t_emb1`, `t_emb2`).
+    pub(crate) fn with_time_names(
+        config: UNetConfig,
+        time_names: [&str; 2],
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if !config.img_size.is_multiple_of(4) || config.img_size == 0 {
             bail!(
                 "the U-Net halves the image twice: img_size must be a multiple of 4, got {}",
@@ -181,8 +191,8 @@ impl UNet {
                 Linear::new(c1, flat, d.pp(4))?,
             ],
             sinusoidaltime,
-            temb_1: embed(c2, "temb_1")?,
-            temb_2: embed(c1, "temb_2")?,
+            temb_1: embed(c2, time_names[0])?,
+            temb_2: embed(c1, time_names[1])?,
             up0: GELUConvBlock::new(c2, c2, big, changes, vb.pp("up0").pp(1))?,
             up1: UpBlock::new(c2, c1, big, changes, vb.pp("up1"))?,
             up2: UpBlock::new(c1, c0, big, changes, vb.pp("up2"))?,
@@ -208,6 +218,19 @@ impl UNet {
     /// [`forward`](Self::forward); `train` matters only to a network built with BatchNorm
     /// (without [`Change::GroupNormGelu`]). Shapes below for the course's 16 x 16 images.
     pub fn forward_t(&self, x: &Tensor, t: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_scaled(x, t, None, train)
+    }
+
+    /// [`forward_t`](Self::forward_t) with the inputs of `up1` and `up2` scaled per image and
+    /// channel before the time is added: `scale[0] * up0 + temb_1`, `scale[1] * up1 + temb_2`
+    /// (`[N, 128, 1, 1]` and `[N, 64, 1, 1]`; notebook 04's class embeddings).
+    pub(crate) fn forward_scaled(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        scale: Option<[&Tensor; 2]>,
+        train: bool,
+    ) -> Result<Tensor> {
         let n = check_images(self, x)?;
         crate::timesteps::check(t, n, self.config.t)?;
         let t = t.to_device(x.device())?.to_dtype(DType::F32)?;
@@ -231,13 +254,15 @@ impl UNet {
         let temb_1 = self.temb_1.forward(&t)?; // [N, 128, 1, 1]
         let temb_2 = self.temb_2.forward(&t)?; // [N, 64, 1, 1]
 
+        let scaled = |x: Tensor, k: usize| match scale {
+            Some(s) => x.broadcast_mul(s[k]),
+            None => Ok(x),
+        };
         let up0 = self.up0.forward(&latent, train)?; // [N, 128, 4, 4]
-        let up1 = self
-            .up1
-            .forward(&up0.broadcast_add(&temb_1)?, &down2, train)?; // [N, 64, 8, 8]
-        let up2 = self
-            .up2
-            .forward(&up1.broadcast_add(&temb_2)?, &down1, train)?; // [N, 64, 16, 16]
+        let up0 = scaled(up0, 0)?.broadcast_add(&temb_1)?; // [N, 128, 4, 4]
+        let up1 = self.up1.forward(&up0, &down2, train)?; // [N, 64, 8, 8]
+        let up1 = scaled(up1, 1)?.broadcast_add(&temb_2)?; // [N, 64, 8, 8]
+        let up2 = self.up2.forward(&up1, &down1, train)?; // [N, 64, 16, 16]
         let head = match self.config.changes.residual {
             true => cat_channels(&up2, &down0)?, // [N, 128, 16, 16]: the global skip
             false => up2,                        // [N, 64, 16, 16]
