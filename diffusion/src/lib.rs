@@ -19,12 +19,14 @@
 //! | pictures, a model summary | [`display`], [`summary`] |
 //! | checkpoints under PyTorch's names | [`checkpoint`] |
 //! | sample quality: a classifier, FD, KID, class histogram | [`eval`] |
+//! | checks of a student's exercises | [`check`] |
 //!
 //! Bad input (a wrong shape or dtype, a timestep out of range, a missing or corrupt file) is an
 //! `anyhow` error that says what was expected and what to do, not a panic. The convolutions and
 //! normalisations run on the kernels of the `diffusion-kernels` crate.
 
 pub mod adam;
+pub mod check;
 pub mod checkpoint;
 pub mod clock;
 pub mod conv_arithmetic;
@@ -50,6 +52,7 @@ pub mod summary;
 pub mod timesteps;
 pub mod train;
 
+pub use anyhow::Result;
 pub use clock::timed;
 pub use device::device;
 pub use forward::{forward_step, q, q_with_noise};

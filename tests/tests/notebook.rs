@@ -5,6 +5,7 @@
 //! - no cell reports an error, neither as an error output (compilation errors, panics) nor on
 //!   stderr (where evcxr prints an error returned by `?`);
 //! - every cell tagged `figure` shows a picture (PNG, SVG, or HTML holding `<img` or `<svg`);
+//! - every exercise's check (`diffusion::check::...`) shows PASS for the solution;
 //! - the training cell's progress lines show the loss falling;
 //! - running the training cell a second time (a copy of it appended at the end) goes on from the
 //!   step where the first run stopped, instead of starting again from step 0.
@@ -303,6 +304,16 @@ fn run_notebook(name: &str, min_figures: usize, max_steps: usize) -> Result<Vec<
                 has_figure(cell),
                 "cell {i} should show a figure but shows none; source:\n{}",
                 source_of(cell)
+            );
+        }
+        // the solutions pass their own exercises' checks: one verdict per check call, each PASS
+        let calls = source_of(cell).matches("diffusion::check::").count();
+        if calls > 0 {
+            let shown = format!("{}{}", stdout_of(cell), html_of(cell));
+            let passes = shown.matches("PASS ").count();
+            assert!(
+                passes == calls && !shown.contains("FAIL "),
+                "cell {i}: {calls} checks, {passes} shown as passed:\n{shown}"
             );
         }
     }

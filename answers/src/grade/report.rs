@@ -78,6 +78,20 @@ pub struct Item {
     pub hint: Option<String>,
     /// The worked answer, relative to the repository root.
     pub link: String,
+    /// The share of the question's point earned, when it can be partial (a notebook check:
+    /// the share of its cases that passed); `None`: 1 if correct, else 0.
+    pub credit: Option<f64>,
+}
+
+impl Item {
+    /// The point earned, from 0 to 1.
+    pub fn earned(&self) -> f64 {
+        match (self.credit, self.verdict) {
+            (Some(c), _) => c,
+            (None, Verdict::Correct) => 1.0,
+            (None, _) => 0.0,
+        }
+    }
 }
 
 /// The grading of a whole submission.
@@ -89,6 +103,8 @@ pub struct Report {
     pub items: Vec<Item>,
     /// Keys of the submission that are no question of the set (reported, otherwise ignored).
     pub unknown_ids: Vec<String>,
+    /// What happened to the submission as a whole (a notebook that timed out, say).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -107,10 +123,16 @@ impl Report {
         self.items.len() - self.count(Verdict::Manual) - self.missing_free_text()
     }
 
-    /// `correct / gradable`, or `None` when nothing is gradable.
+    /// The points earned: one per correct answer, a share of one for a partly passed check.
+    pub fn points(&self) -> f64 {
+        self.items.iter().map(Item::earned).sum()
+    }
+
+    /// `points / gradable`, or `None` when nothing is gradable (for a TOML submission, where
+    /// points are whole, `correct / gradable`).
     pub fn score(&self) -> Option<f64> {
         let g = self.gradable();
-        (g > 0).then(|| self.correct() as f64 / g as f64)
+        (g > 0).then(|| self.points() / g as f64)
     }
 
     fn count(&self, v: Verdict) -> usize {
@@ -129,7 +151,19 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{}: {}", self.set_id, self.title);
+        for note in &self.notes {
+            let _ = writeln!(s, "note: {note}");
+        }
+        let partial = self.items.iter().any(|i| i.credit.is_some());
         let score = match self.score() {
+            Some(f) if partial => format!(
+                "{} of {} checks passed, {} points of {} ({:.1}%)",
+                self.correct(),
+                self.gradable(),
+                fmt_number((self.points() * 100.0).round() / 100.0),
+                self.gradable(),
+                100.0 * f
+            ),
             Some(f) => format!(
                 "{} of {} automatically graded answers correct ({:.1}%)",
                 self.correct(),
@@ -155,7 +189,10 @@ impl Report {
                     item.expected.as_deref().unwrap_or("?"),
                     item.given.as_deref().unwrap_or("?")
                 ),
-                Verdict::Missing => format!("no answer ({})", item.prompt),
+                Verdict::Missing => match &item.detail {
+                    Some(d) => format!("{d} ({})", item.prompt),
+                    None => format!("no answer ({})", item.prompt),
+                },
                 Verdict::Unparseable => format!(
                     "given {}: {}",
                     item.given.as_deref().unwrap_or("?"),
@@ -203,6 +240,7 @@ impl Report {
                     "detail": i.detail,
                     "hint": i.hint,
                     "link": i.link,
+                    "points": i.earned(),
                 })
             })
             .collect();
@@ -212,10 +250,12 @@ impl Report {
             "score": {
                 "correct": self.correct(),
                 "gradable": self.gradable(),
+                "points": self.points(),
                 "fraction": self.score(),
             },
             "questions": questions,
             "unknown_ids": self.unknown_ids,
+            "notes": self.notes,
         });
         format!("{value:#}")
     }
@@ -376,6 +416,7 @@ pub fn grade_table(set: &QuestionSet, table: &toml::Table) -> Result<Report> {
             detail: None,
             hint: None,
             link: q.link.to_string(),
+            credit: None,
         };
         let Judged {
             shown,
@@ -410,6 +451,7 @@ pub fn grade_table(set: &QuestionSet, table: &toml::Table) -> Result<Report> {
         title: set.title.to_string(),
         items,
         unknown_ids,
+        notes: Vec::new(),
     })
 }
 

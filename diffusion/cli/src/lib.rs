@@ -8,10 +8,12 @@
 
 pub mod ablation;
 pub mod bench;
+pub mod exercises;
 pub mod figures;
 pub mod figures01;
 pub mod figures03;
 pub mod gpu_check;
+pub mod grade_notebook;
 pub mod guidance;
 pub mod npy;
 pub mod score;

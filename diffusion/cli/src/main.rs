@@ -108,11 +108,31 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Grade a submission (TOML, one key per question id) against a question set.
+    /// Write the students' notebooks, notebooks/exercises/*.ipynb, from the solutions in
+    /// notebooks/ (their `// BEGIN SOLUTION` ... `// END SOLUTION` regions become `todo!()`).
+    Exercises {
+        /// Write nothing; fail if a committed exercise notebook differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Grade a submission: a TOML file of theory answers against a question set (--set), or an
+    /// exercise notebook, or a folder of them (--notebook), by running its checks.
     Grade {
         /// The question set (see --list).
         #[arg(long)]
         set: Option<String>,
+        /// An exercise notebook (.ipynb) or a folder of them: each runs headless in a fresh kernel.
+        #[arg(long, conflicts_with_all = ["set", "list", "file"])]
+        notebook: Option<PathBuf>,
+        /// Wall-clock limit per notebook in seconds, compilation included.
+        #[arg(long, default_value_t = 900, requires = "notebook")]
+        time_limit: u64,
+        /// Training steps each notebook's training cells may take (DIFFUSION_MAX_STEPS).
+        #[arg(long, default_value_t = 100, requires = "notebook")]
+        max_steps: usize,
+        /// With a folder: also write one CSV row per student to this file.
+        #[arg(long, requires = "notebook")]
+        csv: Option<PathBuf>,
         /// List the sets, or with --set the questions of that set.
         #[arg(long)]
         list: bool,
@@ -336,6 +356,56 @@ enum Sampler {
     Ddim,
 }
 
+fn grade_notebooks(
+    path: &Path,
+    time_limit: u64,
+    max_steps: usize,
+    csv: Option<&Path>,
+    json: bool,
+) -> Result<()> {
+    use diffusion_cli::grade_notebook::{self, GradeSettings};
+    let mut settings = GradeSettings::new(&diffusion::data::workspace_root());
+    settings.time_limit = std::time::Duration::from_secs(time_limit);
+    settings.max_steps = Some(max_steps);
+    let mut reports = Vec::new();
+    for submission in grade_notebook::submissions(path)? {
+        eprintln!("grading {}", submission.display());
+        let report = grade_notebook::grade_notebook(&settings, &submission)?;
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}", report.to_text());
+        }
+        reports.push((submission, report));
+    }
+    if let Some(csv) = csv {
+        diffusion::files::write_atomic(csv, grade_notebook::csv(&reports).as_bytes())?;
+        eprintln!("wrote {}", csv.display());
+    }
+    Ok(())
+}
+
+fn exercises(check: bool) -> Result<()> {
+    use diffusion_cli::exercises;
+    let notebooks = diffusion::data::workspace_root().join("notebooks");
+    if check {
+        let stale = exercises::stale_exercises(&notebooks)?;
+        if !stale.is_empty() {
+            let names: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+            anyhow::bail!(
+                "these exercise files differ from their solutions: {}; run `diffusion exercises`",
+                names.join(", ")
+            );
+        }
+        println!("the exercise notebooks match their solutions");
+        return Ok(());
+    }
+    for path in exercises::write_exercises(&notebooks)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -434,11 +504,21 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Data { data } => fetch_data(data.as_deref()),
+        Command::Exercises { check } => exercises(check),
+        Command::Grade {
+            notebook: Some(path),
+            time_limit,
+            max_steps,
+            csv,
+            json,
+            ..
+        } => grade_notebooks(&path, time_limit, max_steps, csv.as_deref(), json),
         Command::Grade {
             set,
             list,
             json,
             file,
+            ..
         } => {
             let out = answers::grade::run_grade_cli(set.as_deref(), list, file.as_deref(), json)?;
             print!("{out}");
