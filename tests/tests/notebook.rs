@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use diffusion_cli::exercises::source_of;
+
 /// One kernel at a time in the shared build directory.
 static KERNEL: Mutex<()> = Mutex::new(());
 
@@ -61,14 +63,6 @@ fn missing_setup(root: &Path) -> Option<String> {
         return Some("the FashionMNIST files (data/fashion-mnist)".to_string());
     }
     None
-}
-
-fn source_of(cell: &Value) -> String {
-    match &cell["source"] {
-        Value::String(s) => s.clone(),
-        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
-        _ => String::new(),
-    }
 }
 
 fn has_tag(cell: &Value, tag: &str) -> bool {

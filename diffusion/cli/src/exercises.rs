@@ -26,7 +26,8 @@ const HINT: &str = "// HINT:";
 /// The placeholder for a region without a hint line.
 pub const NO_HINT: &str = "write this part";
 
-fn source_of(cell: &Value) -> String {
+/// A notebook cell's source as one string (Jupyter stores a string or a list of lines).
+pub fn source_of(cell: &Value) -> String {
     match &cell["source"] {
         Value::String(s) => s.clone(),
         Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),

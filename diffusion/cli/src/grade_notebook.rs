@@ -13,6 +13,8 @@ use answers::grade::report::{Item, Report, Verdict};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+
+use crate::exercises::source_of;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,14 +84,6 @@ pub fn exercises_of(solution: &Value) -> Vec<Exercise> {
         }
     }
     found
-}
-
-fn source_of(cell: &Value) -> String {
-    match &cell["source"] {
-        Value::String(s) => s.clone(),
-        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
-        _ => String::new(),
-    }
 }
 
 /// The exercise a submission answers: its metadata (`diffusion.exercise`, written by

@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 
 use super::judge::{Judge, Values};
-use super::notebook03::{random_vb, BlockInput};
+use super::notebook03::{concat_hint, random_vb, up_cases, BlockInput};
 use super::Verdict;
 use crate::layers::max_pool2x2;
 use crate::notebook01::{DownBlock, UpBlock};
@@ -69,30 +69,16 @@ pub fn down_block01(student: impl Fn(&DownBlock, &Tensor, bool) -> Result<Tensor
 /// `(x, skip)` on the channels, then the transposed convolution's unit and one convolution unit,
 /// `[N, in, H, W] x 2 -> [N, out, 2H, 2W]`. Run in evaluation mode.
 pub fn up_block01(student: impl Fn(&UpBlock, &Tensor, &Tensor, bool) -> Result<Tensor>) -> Verdict {
-    let mut rng = Rng::from_entropy();
-    let mut judge = Judge::new("up_block01", |i: &BlockInput<(VarMap, UpBlock)>| Values::of(&i.block.1.forward_t(&i.x, &i.skip, false)?))
-        .mistake("the course concatenates (x, skip) in that order: torch.cat((x, skip), 1)", |i| {
-            Values::of(&i.block.1.forward_t(&i.skip, &i.x, false)?)
-        })
-        .on_error(|m| {
-            (m.contains("shape") || m.contains("channel"))
-                .then_some("concatenate on the channel axis (1), so that 2 x in channels reach the transposed convolution")
-        });
-    for (n, ch, side) in [(2, 8, 4), (1, 4, 2)] {
-        let case = (|| -> Result<BlockInput<(VarMap, UpBlock)>> {
-            let (varmap, vb) = random_vb();
-            let block = UpBlock::new(ch, ch, vb)?;
-            let x = rng.randn((n, ch, side, side), &Device::Cpu)?;
-            let skip = rng.randn((n, ch, side, side), &Device::Cpu)?;
-            Ok(BlockInput {
-                block: (varmap, block),
-                x,
-                skip,
-            })
-        })();
-        if let Ok(case) = case {
-            judge = judge.case(format!("batch {n}, {ch} channels, {side} x {side}"), case);
-        }
-    }
+    let judge = Judge::new("up_block01", |i: &BlockInput<(VarMap, UpBlock)>| {
+        Values::of(&i.block.1.forward_t(&i.x, &i.skip, false)?)
+    })
+    .mistake(
+        "the course concatenates (x, skip) in that order: torch.cat((x, skip), 1)",
+        |i| Values::of(&i.block.1.forward_t(&i.skip, &i.x, false)?),
+    )
+    .on_error(concat_hint);
+    let judge = up_cases(judge, &[(2, 8, 4), (1, 4, 2)], |ch, vb| {
+        UpBlock::new(ch, ch, vb)
+    });
     judge.run(|i| Values::of(&student(&i.block.1, &i.x, &i.skip, false)?))
 }

@@ -233,21 +233,25 @@ fn up_with(i: &BlockInput<(VarMap, UpBlock)>, skip_first: bool) -> Result<Values
     Values::of(&x)
 }
 
-/// Checks `up_block(block, x, skip, train)`, notebook 03's `UpBlock.forward`: concatenate
-/// `(x, skip)` on the channels, then the transposed convolution and the four GELU conv blocks,
-/// `[N, in, H, W] x 2 -> [N, out, 2H, 2W]`. Run in evaluation mode.
-pub fn up_block(student: impl Fn(&UpBlock, &Tensor, &Tensor, bool) -> Result<Tensor>) -> Verdict {
+/// The hint for a shape error in an up-block: the concatenation is on the channels.
+pub(super) fn concat_hint(message: &str) -> Option<&'static str> {
+    (message.contains("shape") || message.contains("channel")).then_some(
+        "concatenate on the channel axis (1), so that 2 x in channels reach the transposed convolution",
+    )
+}
+
+/// Adds one case per `(batch, channels, side)`: a block made by `build(channels, vb)` with fresh
+/// weights, and random `x` and `skip` of shape `[batch, channels, side, side]`.
+pub(super) fn up_cases<B>(
+    mut judge: Judge<BlockInput<(VarMap, B)>>,
+    shapes: &[(usize, usize, usize)],
+    build: impl Fn(usize, VarBuilder<'static>) -> Result<B>,
+) -> Judge<BlockInput<(VarMap, B)>> {
     let mut rng = Rng::from_entropy();
-    let mut judge = Judge::new("up_block", |i: &BlockInput<(VarMap, UpBlock)>| Values::of(&i.block.1.forward(&i.x, &i.skip, false)?))
-        .mistake("the course concatenates (x, skip) in that order: torch.cat((x, skip), 1)", |i| up_with(i, true))
-        .on_error(|m| {
-            (m.contains("shape") || m.contains("channel"))
-                .then_some("concatenate on the channel axis (1), so that 2 x in channels reach the transposed convolution")
-        });
-    for (n, ch, side) in [(2, 16, 4), (1, 8, 2)] {
-        let case = (|| -> Result<BlockInput<(VarMap, UpBlock)>> {
+    for &(n, ch, side) in shapes {
+        let case = (|| -> Result<BlockInput<(VarMap, B)>> {
             let (varmap, vb) = random_vb();
-            let block = UpBlock::new(ch, ch, 4, Changes::ALL, vb)?;
+            let block = build(ch, vb)?;
             let x = rng.randn((n, ch, side, side), &Device::Cpu)?;
             let skip = rng.randn((n, ch, side, side), &Device::Cpu)?;
             Ok(BlockInput {
@@ -260,5 +264,23 @@ pub fn up_block(student: impl Fn(&UpBlock, &Tensor, &Tensor, bool) -> Result<Ten
             judge = judge.case(format!("batch {n}, {ch} channels, {side} x {side}"), case);
         }
     }
+    judge
+}
+
+/// Checks `up_block(block, x, skip, train)`, notebook 03's `UpBlock.forward`: concatenate
+/// `(x, skip)` on the channels, then the transposed convolution and the four GELU conv blocks,
+/// `[N, in, H, W] x 2 -> [N, out, 2H, 2W]`. Run in evaluation mode.
+pub fn up_block(student: impl Fn(&UpBlock, &Tensor, &Tensor, bool) -> Result<Tensor>) -> Verdict {
+    let judge = Judge::new("up_block", |i: &BlockInput<(VarMap, UpBlock)>| {
+        Values::of(&i.block.1.forward(&i.x, &i.skip, false)?)
+    })
+    .mistake(
+        "the course concatenates (x, skip) in that order: torch.cat((x, skip), 1)",
+        |i| up_with(i, true),
+    )
+    .on_error(concat_hint);
+    let judge = up_cases(judge, &[(2, 16, 4), (1, 8, 2)], |ch, vb| {
+        UpBlock::new(ch, ch, 4, Changes::ALL, vb)
+    });
     judge.run(|i| Values::of(&student(&i.block.1, &i.x, &i.skip, false)?))
 }
