@@ -25,6 +25,7 @@
 //! normalisations run on the kernels of the `diffusion-kernels` crate.
 
 pub mod adam;
+pub mod assessment;
 pub mod checkpoint;
 pub mod clock;
 pub mod conv_arithmetic;
