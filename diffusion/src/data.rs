@@ -42,6 +42,7 @@
 mod batches;
 mod fetch;
 mod idx;
+pub mod mnist;
 mod resize;
 
 pub use batches::{epoch_seed, random_hflip, Batches};

@@ -20,12 +20,14 @@
 //! | checkpoints under PyTorch's names | [`checkpoint`] |
 //! | sample quality: a classifier, FD, KID, class histogram | [`eval`] |
 //! | checks of a student's exercises | [`check`] |
+//! | the course's assessment: MNIST, the digit classifier, the grader | [`assessment`], [`data::mnist`], [`eval::digits`] |
 //!
 //! Bad input (a wrong shape or dtype, a timestep out of range, a missing or corrupt file) is an
 //! `anyhow` error that says what was expected and what to do, not a panic. The convolutions and
 //! normalisations run on the kernels of the `diffusion-kernels` crate.
 
 pub mod adam;
+pub mod assessment;
 pub mod check;
 pub mod checkpoint;
 pub mod clock;

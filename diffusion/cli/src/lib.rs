@@ -7,6 +7,7 @@
 //! ([`score`]).
 
 pub mod ablation;
+pub mod assessment;
 pub mod bench;
 pub mod exercises;
 pub mod figures;

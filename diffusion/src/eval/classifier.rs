@@ -5,6 +5,10 @@
 //! x [N,1,16,16] ─ block1 ─ [N,32,8,8] ─ block2 ─ [N,64,4,4] ─ flatten ─ fc + ReLU ─ features [N,128] ─ head ─ logits [N,10]
 //! ```
 //!
+//! The same network reads other sides `S` (a multiple of 4) with `fc` taking `64 (S/4)^2`
+//! inputs: [`Classifier::with_size`]; [`Classifier::load`] reads `S` from `fc.weight`. The
+//! digit classifier of the assessment ([`super::digits`]) is this one at `S = 28`.
+//!
 //! Each block is `Conv → BN → ReLU → Conv → BN → ReLU → MaxPool2d(2)`. The features are the
 //! penultimate layer, `relu(W x + b)`: the summary of an image the Fréchet distance and KID
 //! compare. Tensors are named as a PyTorch module with the same attribute names would name them
@@ -46,6 +50,8 @@ pub struct Classifier {
     /// `[N, FEATURES] -> [N, 10]`.
     pub head: Linear,
     pub varmap: VarMap,
+    /// Side `S` of the images it reads (`[N, 1, S, S]`): 16 for the course's.
+    pub img_size: usize,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -71,21 +77,30 @@ pub struct Classified {
 impl Classifier {
     /// A new classifier with PyTorch's default initialisation drawn from `rng`.
     pub fn new(device: &Device, rng: &mut crate::Rng) -> Result<Self> {
-        let classifier = Self::build(VarMap::new(), device)?;
+        Self::with_size(crate::settings::IMG_SIZE, device, rng)
+    }
+
+    /// A new classifier of `[N, 1, img_size, img_size]` images (`img_size` a multiple of 4).
+    pub fn with_size(img_size: usize, device: &Device, rng: &mut crate::Rng) -> Result<Self> {
+        let classifier = Self::build(VarMap::new(), img_size, device)?;
         crate::checkpoint::init_weights(&classifier.varmap, rng)?;
         Ok(classifier)
     }
 
-    fn build(varmap: VarMap, device: &Device) -> Result<Self> {
+    fn build(varmap: VarMap, img_size: usize, device: &Device) -> Result<Self> {
+        if img_size == 0 || !img_size.is_multiple_of(4) {
+            bail!("the classifier halves the image twice: its side must be a multiple of 4, got {img_size}");
+        }
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let [c1, c2] = CHANNELS;
-        let side = crate::settings::IMG_SIZE / 4;
+        let side = img_size / 4;
         Ok(Self {
             block1: DownBlock::new(crate::settings::IMG_CH, c1, vb.pp("block1"))?,
             block2: DownBlock::new(c1, c2, vb.pp("block2"))?,
             fc: Linear::new(c2 * side * side, FEATURES, vb.pp("fc"))?,
             head: Linear::new(FEATURES, CLASSES, vb.pp("head"))?,
             varmap,
+            img_size,
         })
     }
 
@@ -120,7 +135,24 @@ impl Classifier {
                 shown.join(", ")
             );
         }
-        let classifier = Self::build(VarMap::new(), device)?;
+        // fc takes 64 (S/4)^2 inputs: the side S of the images the file was trained on.
+        let img_size = match tensors
+            .get("fc.weight")
+            .map(|t| t.dims().to_vec())
+            .as_deref()
+        {
+            Some([_, inputs]) => {
+                let cells = inputs / CHANNELS[1];
+                let side = (cells as f64).sqrt().round() as usize;
+                if side * side * CHANNELS[1] == *inputs {
+                    4 * side
+                } else {
+                    crate::settings::IMG_SIZE
+                }
+            }
+            _ => crate::settings::IMG_SIZE,
+        };
+        let classifier = Self::build(VarMap::new(), img_size, device)?;
         crate::checkpoint::load(&classifier.varmap, path).map_err(|e| {
             e.context(format!(
                 "{} is not a classifier of diffusion::eval (was it written by `diffusion classifier train`?)",
@@ -158,9 +190,9 @@ impl Classifier {
     /// The penultimate features `relu(fc(flatten(blocks(x))))`. With `train`, BatchNorm uses and
     /// records the batch's statistics.
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.block1.forward_t(x, train)?; // [N, 32, 8, 8]
-        let h = self.block2.forward_t(&h, train)?; // [N, 64, 4, 4]
-        let h = flatten(&h)?; // [N, 1024]
+        let h = self.block1.forward_t(x, train)?; // [N, 32, S/2, S/2]
+        let h = self.block2.forward_t(&h, train)?; // [N, 64, S/4, S/4]
+        let h = flatten(&h)?; // [N, 64 (S/4)^2]
         Ok(relu(&self.fc.forward(&h)?)?) // [N, FEATURES]
     }
 
@@ -170,15 +202,15 @@ impl Classifier {
         Ok(self.head.forward(&f)?) // [N, 10]
     }
 
-    /// Features and predicted classes of `images` (`[N, 1, 16, 16]` f32 in `[-1, 1]`, checked),
+    /// Features and predicted classes of `images` (`[N, 1, S, S]` f32 in `[-1, 1]`, checked),
     /// in evaluation mode, [`BATCH`] images at a time.
     pub fn classify(&self, images: &Tensor) -> Result<Classified> {
-        let n = super::check_images(images)?;
+        let n = super::check_images_of(images, self.img_size)?;
         let mut rows: Vec<f64> = Vec::with_capacity(n * FEATURES);
         let mut labels = Vec::with_capacity(n);
         for start in (0..n).step_by(BATCH) {
             let len = BATCH.min(n - start);
-            let x = images.narrow(0, start, len)?.to_device(self.device())?; // [B, 1, 16, 16]
+            let x = images.narrow(0, start, len)?.to_device(self.device())?; // [B, 1, S, S]
             let f = self.features_t(&x, false)?; // [B, FEATURES]
             let logits = self.head.forward(&f)?; // [B, 10]
             labels.extend(

@@ -18,6 +18,7 @@
 //! `[-1, 1]` ([`check_images`]), and a covariance of `d` features needs more than `d` images.
 
 pub mod classifier;
+pub mod digits;
 pub mod frechet;
 pub mod histogram;
 pub mod kid;
@@ -45,13 +46,16 @@ pub const RANGE_TOLERANCE: f32 = 1e-3;
 /// Checks that `x` is a batch of course images, `[N, 1, 16, 16]` f32 with `N >= 1` and every
 /// value finite and in `[-1, 1]` (within [`RANGE_TOLERANCE`]); returns `N`.
 pub fn check_images(x: &Tensor) -> Result<usize> {
-    use crate::settings::{IMG_CH, IMG_SIZE};
+    check_images_of(x, crate::settings::IMG_SIZE)
+}
+
+/// [`check_images`] for images of side `size`: `[N, 1, size, size]`.
+pub fn check_images_of(x: &Tensor, size: usize) -> Result<usize> {
+    use crate::settings::IMG_CH;
     let dims = x.dims();
     let n = dims.first().copied().unwrap_or(0);
-    if dims != [n, IMG_CH, IMG_SIZE, IMG_SIZE] || n == 0 {
-        bail!(
-            "expected images of shape [N, {IMG_CH}, {IMG_SIZE}, {IMG_SIZE}] with N >= 1, got {dims:?}"
-        );
+    if dims != [n, IMG_CH, size, size] || n == 0 {
+        bail!("expected images of shape [N, {IMG_CH}, {size}, {size}] with N >= 1, got {dims:?}");
     }
     if x.dtype() != DType::F32 {
         bail!(
@@ -63,7 +67,7 @@ pub fn check_images(x: &Tensor) -> Result<usize> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         bail!(
             "image {} holds a non-finite value ({}): every pixel must be a number in [-1, 1]",
-            i / (IMG_SIZE * IMG_SIZE),
+            i / (size * size),
             values[i]
         );
     }

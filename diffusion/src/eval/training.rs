@@ -101,7 +101,9 @@ pub fn train_classifier_with(
             config.batch_size
         );
     }
-    let n = super::check_images(&train.images).context("the training images")?;
+    // The side of the training images sets the classifier's (16 for the course's).
+    let side = train.images.dims().last().copied().unwrap_or(0);
+    let n = super::check_images_of(&train.images, side).context("the training images")?;
     if n != train.labels.len() {
         bail!("{n} training images but {} labels", train.labels.len());
     }
@@ -113,7 +115,7 @@ pub fn train_classifier_with(
         );
     }
     let mut rng = crate::Rng::new(config.seed);
-    let classifier = Classifier::new(device, &mut rng)?;
+    let classifier = Classifier::with_size(side, device, &mut rng)?;
     let params = crate::train::trainable(&classifier.varmap);
     let mut opt = Adam::new(config.lr);
     let steps = per_epoch * config.epochs;
