@@ -131,10 +131,20 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 fn data_dir_from(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    dir_from(flag, env, default_data_dir)
+}
+
+/// A data folder: `flag` if given, else the environment variable's value `env` if set and not
+/// empty, else `default()`.
+pub(crate) fn dir_from(
+    flag: Option<&Path>,
+    env: Option<OsString>,
+    default: impl FnOnce() -> PathBuf,
+) -> PathBuf {
     match (flag, env) {
         (Some(flag), _) => flag.to_path_buf(),
         (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
-        _ => default_data_dir(),
+        _ => default(),
     }
 }
 

@@ -501,3 +501,34 @@ fn notebook04_runs_top_to_bottom() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "runs the notebook in the Rust kernel: needs `make setup`; `make test` runs it"]
+fn assessment_runs_top_to_bottom() -> Result<()> {
+    let cells = run_notebook("assessment.ipynb", 3, 20)?;
+    let lines = stdout_lines(&cells);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("UNet: 2547457 trainable parameters")),
+        "the assessment's network should have the course's 2,547,457 parameters"
+    );
+    // the grader's report: one line per digit with five predictions, then the total
+    for d in 0..10 {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("digit {d}: predicted [")))
+            .with_context(|| format!("no report line for digit {d}"))?;
+        let inside = line
+            .split('[')
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap_or("");
+        assert_eq!(inside.split(", ").count(), 5, "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("final accuracy ")),
+        "no `final accuracy ...` line"
+    );
+    Ok(())
+}

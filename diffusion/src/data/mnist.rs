@@ -60,11 +60,7 @@ pub fn mnist_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 fn mnist_dir_from(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
-    match (flag, env) {
-        (Some(flag), _) => flag.to_path_buf(),
-        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
-        _ => default_dir(),
-    }
+    super::dir_from(flag, env, default_dir)
 }
 
 /// `<workspace root>/data/mnist`.

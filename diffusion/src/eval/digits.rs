@@ -100,12 +100,7 @@ impl DigitClassifier {
             bail!("cannot measure an accuracy on 0 images");
         }
         let predicted = self.predict(&data.images)?;
-        let right = predicted
-            .iter()
-            .zip(&data.labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        Ok(right as f64 / data.len() as f64)
+        Ok(super::training::share_right(&predicted, &data.labels))
     }
 }
 

@@ -77,12 +77,13 @@ pub fn accuracy(classifier: &Classifier, data: &FashionMnist) -> Result<f64> {
         bail!("cannot measure an accuracy on 0 images");
     }
     let predicted = classifier.classify(&data.images)?.labels;
-    let right = predicted
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| p == l)
-        .count();
-    Ok(right as f64 / data.len() as f64)
+    Ok(share_right(&predicted, &data.labels))
+}
+
+/// The share of `predicted` equal to `labels`, position by position (`labels` not empty).
+pub fn share_right(predicted: &[u8], labels: &[u8]) -> f64 {
+    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    right as f64 / labels.len() as f64
 }
 
 /// Trains a new classifier on `train` with `config` on `device`, then measures it on `test`.
