@@ -242,11 +242,7 @@ fn execute(
             break Some(status);
         }
         if started.elapsed() > settings.time_limit {
-            // the runner and the kernel it started are one process group
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", child.id()))
-                .status();
+            kill_tree(child.id());
             let _ = child.wait();
             break None;
         }
@@ -266,6 +262,66 @@ fn execute(
             }
         }
     })
+}
+
+/// The processes descended from `root`, read from `/proc` (each one's parent is the 4th field of
+/// its `stat`, after the name in parentheses).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(ppid) = after_name.split_whitespace().nth(1) {
+            if let Ok(ppid) = ppid.parse::<u32>() {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.split_off(1)
+}
+
+/// Sends `signal` to the process group `group` and to each of `pids`, by the system call itself:
+/// no `kill` program, whose reading of a negative pid differs between versions (one reads
+/// `kill -KILL -PGID` as "every process").
+fn signal(signal: libc::c_int, group: u32, pids: &[u32]) {
+    let as_pid = |p: u32| libc::pid_t::try_from(p).ok().filter(|&p| p > 1);
+    if let Some(g) = as_pid(group) {
+        // SAFETY: kill(2) takes plain integers; -g names exactly the group g (never 0 or -1)
+        unsafe { libc::kill(-g, signal) };
+    }
+    for p in pids.iter().filter_map(|&p| as_pid(p)) {
+        // SAFETY: as above, one process
+        unsafe { libc::kill(p, signal) };
+    }
+}
+
+/// Stops `root` (the leader of its own process group) and everything it started. Jupyter starts
+/// each kernel in a session of its own, so the kernel and the process that runs the student's
+/// code are found by parentage: the tree is frozen (`SIGSTOP`, so nothing in it can start
+/// another process), read again, then killed whole, before anything in it is orphaned.
+fn kill_tree(root: u32) {
+    let mut pids = descendants(root);
+    for _ in 0..3 {
+        signal(libc::SIGSTOP, root, &pids);
+        let again = descendants(root);
+        if again == pids {
+            break;
+        }
+        pids = again;
+    }
+    signal(libc::SIGKILL, root, &pids);
 }
 
 /// The verdicts the log holds: each check's last one.
@@ -507,6 +563,54 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Whether `pid` still runs (a zombie waiting for its parent does not).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn a_timed_out_run_is_stopped_with_the_kernel_it_started_in_its_own_session() {
+        // as Jupyter starts a kernel: `setsid`, so killing the runner's process group misses it
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("kernel.pid");
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 300' & wait",
+            pidfile.display()
+        );
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(script);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut runner = command.spawn().unwrap();
+        let started = Instant::now();
+        let kernel = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no kernel started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(descendants(runner.id()).contains(&kernel));
+        assert!(alive(kernel));
+        kill_tree(runner.id());
+        runner.wait().unwrap();
+        let stopped = Instant::now();
+        while alive(kernel) && stopped.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(kernel), "the kernel {kernel} outlived its runner");
     }
 
     #[test]
