@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Mutation testing of the course-step files with cargo-mutants (`cargo install cargo-mutants`):
+# each mutant is one small change to the code (an operator swapped, a function returning a
+# default); the tests that guard these files should fail on it ("caught"). The summary and the
+# missed mutants are written under target/mutants-report/FILE/mutants.out/.
+#
+#   scripts/mutants.sh                    # all eight files
+#   scripts/mutants.sh schedule forward   # some of them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(schedule forward reverse loss sample train adam checkpoint)
+# The tests that exercise these files: the crate's unit tests and the cross-cutting tests of the
+# course steps (the notebooks, walkthroughs and parity tests of the other networks are left out).
+tests=(--lib --test adam --test bad_input --test checkpoint --test samplers --test train
+       --test parity --test torch_fixtures)
+args=()
+for t in "${tests[@]}"; do args+=(--cargo-test-arg="$t"); done
+for f in "${files[@]}"; do
+    out="target/mutants-report/$f"
+    mkdir -p "$out"
+    cargo mutants --in-place --no-shuffle --profile mutants \
+        --test-package diffusion,diffusion-tests "${args[@]}" \
+        --file "diffusion/src/$f.rs" --output "$out" || true
+    echo "== $f: $(cat "$out/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
+        "$(cat "$out/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
+        "$(cat "$out/mutants.out/timeout.txt" 2>/dev/null | wc -l) timeout," \
+        "$(cat "$out/mutants.out/unviable.txt" 2>/dev/null | wc -l) unviable"
+done
