@@ -96,3 +96,44 @@ pub fn q(schedule: &Schedule, x_0: &Tensor, t: &Tensor, rng: &mut Rng) -> Result
     let noise = rng.randn_like(x_0)?;
     Ok((q_with_noise(schedule, x_0, t, &noise)?, noise))
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// `sqrt(1 - 0.19) * 1.5 + sqrt(0.19) * n` for `n` = 2 and -1, worked by hand:
+    /// `0.9 * 1.5 = 1.35` and `sqrt(0.19) = 0.435889894...`.
+    #[test]
+    fn forward_step_scales_the_image_and_the_noise() -> Result<()> {
+        let x = Tensor::new(&[[1.5f32, 1.5]], &Device::Cpu)?;
+        let noise = Tensor::new(&[[2.0f32, -1.0]], &Device::Cpu)?;
+        let got = forward_step(&x, 0.19, &noise)?.to_vec2::<f32>()?;
+        let want = [1.35 + 2.0 * 0.435_889_9, 1.35 - 0.435_889_9];
+        for (g, w) in got[0].iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} against {w}");
+        }
+        Ok(())
+    }
+
+    /// Images need a batch dimension: a single vector is refused by name, a `[batch, n]` batch
+    /// (the smallest one) is taken.
+    #[test]
+    fn the_closed_form_needs_a_batch_of_at_least_two_dimensions() -> Result<()> {
+        let s = Schedule::course(&Device::Cpu)?;
+        let t = Tensor::new(&[3u32, 3], &Device::Cpu)?;
+        let flat = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu)?;
+        for e in [
+            q_with_noise(&s, &flat, &t, &flat).unwrap_err(),
+            q(&s, &flat, &t, &mut Rng::new(0)).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("images must be a batch"), "{e}");
+        }
+        let x = Tensor::ones((2, 3), candle_core::DType::F32, &Device::Cpu)?;
+        let x_t = q_with_noise(&s, &x, &t, &x.zeros_like()?)?.to_vec2::<f32>()?;
+        let want = s.values().a_bar[3].sqrt() as f32;
+        assert!(x_t.iter().flatten().all(|v| (v - want).abs() < 1e-6));
+        Ok(())
+    }
+}

@@ -63,3 +63,59 @@ pub fn reverse_q_with_noise(
     }
     Ok((u_t + (z * v.b[t - 1].sqrt())?)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// For `t > 0`, `reverse_q` adds `sqrt(B[t-1]) z` with `z` the next draw of its generator.
+    #[test]
+    fn reverse_q_adds_the_generators_noise_for_t_above_0() -> Result<()> {
+        let s = Schedule::course(&Device::Cpu)?;
+        let x_t = Rng::new(1).randn((2, 1, 4, 4), &Device::Cpu)?;
+        let e_t = Rng::new(2).randn((2, 1, 4, 4), &Device::Cpu)?;
+        for t in [1, 5, s.len() - 1] {
+            let got = reverse_q(&s, &x_t, t, &e_t, &mut Rng::new(7))?;
+            let z = Rng::new(7).randn_like(&x_t)?;
+            let want = reverse_q_with_noise(&s, &x_t, t, &e_t, &z)?;
+            assert!(max_diff(&got, &want) < 1e-6, "t = {t}");
+            let mean = reverse_q_with_noise(&s, &x_t, t, &e_t, &x_t.zeros_like()?)?;
+            assert!(max_diff(&got, &mean) > 1e-3, "t = {t}: no noise was added");
+        }
+        Ok(())
+    }
+
+    /// At `t = 0`, `reverse_q` returns the mean and draws nothing from the generator.
+    #[test]
+    fn reverse_q_at_t_0_returns_the_mean_and_leaves_the_generator_alone() -> Result<()> {
+        let s = Schedule::course(&Device::Cpu)?;
+        let x_t = Rng::new(1).randn((2, 1, 4, 4), &Device::Cpu)?;
+        let e_t = Rng::new(2).randn((2, 1, 4, 4), &Device::Cpu)?;
+        let mut rng = Rng::new(7);
+        let got = reverse_q(&s, &x_t, 0, &e_t, &mut rng)?;
+        let v = s.values();
+        let mean = ((&x_t - (&e_t * v.pred_noise_coeff[0])?)? * v.sqrt_a_inv[0])?;
+        assert!(max_diff(&got, &mean) < 1e-6);
+        assert_eq!(
+            rng.unit(),
+            Rng::new(7).unit(),
+            "t = 0 drew noise it does not use"
+        );
+        Ok(())
+    }
+}
