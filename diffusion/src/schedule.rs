@@ -114,14 +114,6 @@ impl ScheduleKind {
             Self::Cosine => Schedule::cosine(t, device),
         }
     }
-
-    /// `"linear"` or `"cosine"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Linear => "linear",
-            Self::Cosine => "cosine",
-        }
-    }
 }
 
 /// `torch.linspace(start, end, t)` in f64.
@@ -226,4 +218,58 @@ impl Schedule {
 
 fn v_len(h: &ScheduleValues) -> usize {
     h.b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `torch.linspace(0.1, 0.2, t)` for t = 0, 1, 2 and 5: empty, `[start]` (no step to divide
+    /// by), both ends, and the quarters.
+    #[test]
+    fn linspace_is_torchs_at_every_length() {
+        assert!(linspace(0.1, 0.2, 0).is_empty());
+        assert_eq!(linspace(0.1, 0.2, 1), [0.1]);
+        assert_eq!(linspace(0.1, 0.2, 2), [0.1, 0.2]);
+        let five = linspace(0.1, 0.2, 5);
+        for (got, want) in five.iter().zip([0.1, 0.125, 0.15, 0.175, 0.2]) {
+            assert!((got - want).abs() < 1e-15, "{got} against {want}");
+        }
+    }
+
+    /// The cosine schedule's `a_bar` is its betas' product; without the clip it telescopes to
+    /// `f(t + 1) / f(0)`, checked here against `f` written out with Nichol & Dhariwal's `s`.
+    /// The last beta, where `f(T) = cos^2(pi / 2) = 0`, is the clip 0.999.
+    #[test]
+    fn the_cosine_schedule_telescopes_to_its_f_and_clips_its_last_beta() -> Result<()> {
+        let t = 150;
+        let s = Schedule::cosine(t, &Device::Cpu)?;
+        let v = s.values();
+        let f = |i: f64| {
+            let x = (i / t as f64 + 0.008) / 1.008 * std::f64::consts::PI / 2.0;
+            x.cos() * x.cos()
+        };
+        for i in 0..t - 1 {
+            let want = f(i as f64 + 1.0) / f(0.0);
+            assert!(
+                (v.a_bar[i] - want).abs() < 1e-12,
+                "a_bar[{i}] = {}, f gives {want}",
+                v.a_bar[i]
+            );
+            assert!(v.b[i] < 0.999, "beta[{i}] = {} is clipped", v.b[i]);
+        }
+        assert_eq!(v.b[t - 1], 0.999);
+        // beta_0 = 1 - f(1) / f(0), about x_1^2 - x_0^2 for the small angles x_0 and x_1 of f
+        let (x0, x1) = (
+            0.008 / 1.008 * std::f64::consts::FRAC_PI_2,
+            (1.0 / 150.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2,
+        );
+        let small_angle = x1 * x1 - x0 * x0; // 3.67e-4
+        assert!(
+            (v.b[0] / small_angle - 1.0).abs() < 0.01,
+            "beta[0] = {}",
+            v.b[0]
+        );
+        Ok(())
+    }
 }

@@ -28,6 +28,14 @@ fn schedule_arguments_are_checked() {
     assert!(e.contains("start <= end"), "{e}");
     let e = err(Schedule::linear(150, 1e-4, 1.0, &dev()));
     assert!(e.contains("end < 1"), "{e}");
+    // B = 0 adds no noise: refused by the linear schedule's own check, naming the start
+    let e = err(Schedule::linear(150, 0.0, 0.02, &dev()));
+    assert!(
+        e.contains("0 < start") && e.contains("got start = 0,"),
+        "{e}"
+    );
+    let e = err(Schedule::cosine(0, &dev()));
+    assert!(e.contains("at least one timestep"), "{e}");
 }
 
 #[test]
