@@ -210,3 +210,17 @@ pub fn sample_ddim<M: NoisePredictor>(
         frame_steps,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `round(k T / ncols)` for k = ncols-1, ..., 0, worked by hand; more columns than steps
+    /// stay inside `0..T` (k = 9 of 10 over T = 3 gives round(2.7) = 3, kept at 2).
+    #[test]
+    fn strip_steps_are_evenly_spaced_and_inside_the_schedule() {
+        assert_eq!(strip_steps(150, 3), [100, 50, 0]);
+        assert_eq!(strip_steps(3, 10), [2, 2, 2, 2, 2, 1, 1, 1, 0, 0]);
+        assert_eq!(strip_steps(1, 1), [0]);
+    }
+}

@@ -36,6 +36,20 @@ fn schedule_arguments_are_checked() {
     );
     let e = err(Schedule::cosine(0, &dev()));
     assert!(e.contains("at least one timestep"), "{e}");
+    // betas must lie strictly inside (0, 1): each bound, and a NaN, named with its index
+    for (b, name) in [
+        (0.0, "beta[1] = 0"),
+        (1.0, "beta[1] = 1"),
+        (f64::NAN, "beta[1] = NaN"),
+    ] {
+        let e = err(Schedule::from_betas(vec![0.5, b], &dev()));
+        assert!(
+            e.contains("beta must lie in (0, 1)") && e.contains(name),
+            "{e}"
+        );
+    }
+    let one = Schedule::from_betas(vec![0.5], &dev()).unwrap();
+    assert_eq!((one.len(), one.is_empty()), (1, false));
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::cell::RefCell;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use diffusion::{sample_ddim, sample_images, Network, NoisePredictor, Rng, Schedule};
+use diffusion::{
+    sample_ddim, sample_images, sample_images_from, Network, NoisePredictor, Rng, Schedule,
+};
 
 const T: usize = 150;
 const SHAPE: (usize, usize, usize, usize) = (3, 1, 2, 2);
@@ -99,6 +101,9 @@ fn ddpm_sampling_is_the_course_step_from_t_149_down_to_0_in_evaluation_mode() {
     }
     let e = max_rel(&values(&got.images), &x);
     assert!(e < 1e-4, "DDPM images off the formula by {e:e}");
+    // no columns asked: the starting noise is the only frame
+    assert_eq!(got.frame_steps, [None]);
+    assert_eq!(got.frames.len(), 1);
 
     let calls = net.calls.borrow();
     let order: Vec<u32> = calls.iter().map(|c| c.0).collect();
@@ -149,4 +154,30 @@ fn ddim_sampling_is_the_eta_0_update_on_evenly_spaced_steps() {
         calls.iter().all(|c| !c.1),
         "sampling runs the network in evaluation mode"
     );
+}
+
+/// `sample_images_from` asks for a step's noise for t = T-1, ..., 1 (none at t = 0, which adds
+/// none) and keeps a snapshot after each strip step (15 columns: t = 140, 130, ..., 0).
+#[test]
+fn the_given_noise_is_asked_for_t_above_0_and_snapshots_follow_the_strip_steps() {
+    let dev = Device::Cpu;
+    let net = Scaled {
+        c: 0.3,
+        calls: RefCell::new(vec![]),
+    };
+    let schedule = Schedule::course(&dev).unwrap();
+    let start = Rng::new(1).randn(SHAPE, &dev).unwrap();
+    let mut asked = vec![];
+    let got = sample_images_from(&net, &schedule, start.clone(), 15, |t, x| {
+        asked.push(t);
+        Ok(x.zeros_like()?)
+    })
+    .unwrap();
+    assert_eq!(asked, (1..T).rev().collect::<Vec<_>>());
+    let strip: Vec<Option<usize>> = (0..15).rev().map(|k| Some(10 * k)).collect();
+    assert_eq!(got.frame_steps[0], None);
+    assert_eq!(got.frame_steps[1..], strip[..]);
+    assert_eq!(got.frames.len(), 16);
+    assert_eq!(values(&got.frames[0]), values(&start));
+    assert_eq!(values(&got.frames[15]), values(&got.images));
 }
