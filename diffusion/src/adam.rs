@@ -251,6 +251,39 @@ mod tests {
         Ok(())
     }
 
+    /// An f64 weight takes the tensor-operation update (the one-pass one reads f32 values) and
+    /// moves as the same f32 weight does.
+    #[test]
+    fn a_double_precision_weight_moves_as_a_single_precision_one() -> Result<()> {
+        let dev = Device::Cpu;
+        let moved = |dtype| -> Result<Vec<f64>> {
+            let w = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &dev)?.to_dtype(dtype)?)?;
+            let c = Tensor::new(&[0.3f64, -4.0], &dev)?.to_dtype(dtype)?;
+            let params = vec![("w".to_string(), w.clone())];
+            let mut adam = Adam::new(0.01);
+            for _ in 0..2 {
+                adam.backward_step(&params, &(w.as_tensor() * &c)?.sum_all()?)?;
+            }
+            w.as_tensor()
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()
+        };
+        let (single, double) = (
+            moved(candle_core::DType::F32)?,
+            moved(candle_core::DType::F64)?,
+        );
+        // two steps of about lr each, away from the gradient's sign
+        let want = [1.0 - 0.02, -2.0 + 0.02];
+        for ((s, d), w) in single.iter().zip(&double).zip(want) {
+            assert!(
+                (s - d).abs() < 1e-6,
+                "f32 {single:?} against f64 {double:?}"
+            );
+            assert!((d - w).abs() < 1e-4, "{double:?} against about {want:?}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_parameter_without_gradient_is_left_alone() -> Result<()> {
         let dev = Device::Cpu;
