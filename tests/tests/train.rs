@@ -219,3 +219,35 @@ fn an_infinite_loss_stops_training_before_any_update() {
     assert_eq!(w_of(&trainer), 1e38);
     assert_eq!(trainer.step, 0);
 }
+
+/// The named settings are the course notebooks' (`shared/course/notebook0N.md`): notebook 02
+/// trains 3 epochs at batch 128 with Adam lr 0.001 and random flips, notebook 03 the same for 5
+/// epochs, notebook 01 2 epochs at lr 0.0001.
+#[test]
+fn the_named_settings_are_the_course_notebooks() {
+    let course = TrainConfig::course();
+    assert_eq!(
+        (course.epochs, course.batch_size, course.lr, course.hflip),
+        (3, 128, 0.001, true)
+    );
+    assert_eq!((course.max_steps, course.ema, course.seed), (None, None, 0));
+    assert_eq!(course.schedule, diffusion::schedule::ScheduleKind::Linear);
+    assert_eq!(TrainConfig::default(), course);
+    let nb03 = TrainConfig::notebook03();
+    assert_eq!(
+        nb03,
+        TrainConfig {
+            epochs: 5,
+            ..course.clone()
+        }
+    );
+    let nb01 = TrainConfig::notebook01();
+    assert_eq!(
+        nb01,
+        TrainConfig {
+            epochs: 2,
+            lr: 0.0001,
+            ..course
+        }
+    );
+}
