@@ -546,6 +546,38 @@ mod tests {
         Trainer::new(config, &Device::Cpu).unwrap()
     }
 
+    /// 50 of a call's 150 steps in 10 s: 5 steps/s, 100 steps (20 s) to go, and the course's
+    /// progress line with both.
+    #[test]
+    fn progress_reports_speed_time_left_and_the_course_line() {
+        let p = Progress {
+            epoch: 1,
+            step: 250,
+            call_step: 50,
+            call_steps: 150,
+            loss: 0.123_46,
+            elapsed: Duration::from_secs(10),
+        };
+        assert_eq!(p.steps_per_sec(), 5.0);
+        assert_eq!(p.eta(), Duration::from_secs(20));
+        assert_eq!(
+            p.line(),
+            "Epoch 1 | Step 250 | Loss: 0.1235 | 5.0 steps/s | ETA 20s"
+        );
+        // a finished call has nothing left; one that has not started yet is not divided by zero
+        let done = Progress {
+            call_step: 150,
+            ..p.clone()
+        };
+        assert_eq!(done.eta(), Duration::ZERO);
+        let start = Progress {
+            call_step: 0,
+            elapsed: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(start.steps_per_sec(), 0.0);
+    }
+
     #[test]
     fn the_seed_fixes_the_starting_weights() {
         let weights = |seed| {
