@@ -188,6 +188,16 @@ fn the_trainer_takes_labels_and_refuses_to_train_without_them() {
         .unwrap();
     assert_eq!(trainer.step, 2);
     assert!(trainer.losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    // one step by hand: the labels a [n] tensor, anything else refused before the step
+    let batch = images.narrow(0, 0, 8).unwrap();
+    let column = Tensor::zeros((8, 1), DType::U32, CPU).unwrap();
+    let e = trainer.train_step_with_labels(&batch, &column).unwrap_err();
+    assert!(e.to_string().contains("needs 8 labels (shape [8])"), "{e}");
+    assert_eq!(trainer.step, 2);
+    let loss = trainer
+        .train_step_with_labels(&batch, &labels(&[0, 1, 2, 3, 4, 5, 6, 7]))
+        .unwrap();
+    assert_eq!((trainer.step, trainer.losses.last()), (3, Some(&loss)));
 
     // The checkpoint holds the course's names and gives back the same network.
     let dir = tempfile::tempdir().unwrap();
