@@ -19,11 +19,16 @@ tests=(--lib --test adam --test bad_input --test checkpoint --test samplers --te
 # tests pass in about 10 s under this profile, `cargo test --profile mutants` with these targets).
 args=(--baseline skip --timeout 90 --build-timeout 600)
 for t in "${tests[@]}"; do args+=(--cargo-arg="$t"); done
+# ITERATE=1 tests again only the mutants the last run of a file missed (after tests were added).
+[ "${ITERATE:-0}" = 1 ] && args+=(--iterate)
 for f in "${files[@]}"; do
     out="target/mutants-report/$f"
     mkdir -p "$out"
+    # the trainer's labelled path is exercised by notebook 04's tests
+    extra=()
+    [ "$f" = train ] && extra=(--cargo-arg=--test=guidance04)
     cargo mutants --in-place --no-shuffle --profile mutants \
-        --test-package diffusion --test-package diffusion-tests "${args[@]}" \
+        --test-package diffusion --test-package diffusion-tests "${args[@]}" "${extra[@]}" \
         --file "diffusion/src/$f.rs" --output "$out" || true
     echo "== $f: $(cat "$out/mutants.out/caught.txt" 2>/dev/null | wc -l) caught," \
         "$(cat "$out/mutants.out/missed.txt" 2>/dev/null | wc -l) missed," \
