@@ -251,3 +251,19 @@ fn the_named_settings_are_the_course_notebooks() {
         }
     );
 }
+
+/// Without a step budget a call runs every epoch: 64 images in batches of 32 are 2 steps an
+/// epoch, so 3 epochs are 6 steps.
+#[test]
+fn without_a_step_budget_a_call_runs_its_epochs() {
+    let images = toy_images().narrow(0, 0, 64).unwrap();
+    let config = TrainConfig {
+        epochs: 3,
+        max_steps: None,
+        ..config(0)
+    };
+    let mut trainer = Trainer::new(config, &Device::Cpu).unwrap();
+    let p = trainer.train(&images, 0, |_, _| Ok(())).unwrap();
+    assert_eq!((p.call_steps, p.call_step, p.step), (6, 6, 6));
+    assert_eq!((trainer.epoch, trainer.losses.len()), (3, 6));
+}
