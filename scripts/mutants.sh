@@ -24,9 +24,10 @@ for t in "${tests[@]}"; do args+=(--cargo-arg="$t"); done
 for f in "${files[@]}"; do
     out="target/mutants-report/$f"
     mkdir -p "$out"
-    # the trainer's labelled path is exercised by notebook 04's tests
+    # the trainer's labelled path, moving average and cosine schedule are exercised by the
+    # tests of notebooks 04 and 03
     extra=()
-    [ "$f" = train ] && extra=(--cargo-arg=--test=guidance04)
+    [ "$f" = train ] && extra=(--cargo-arg=--test=guidance04 --cargo-arg=--test=ablation03)
     cargo mutants --in-place --no-shuffle --profile mutants \
         --test-package diffusion --test-package diffusion-tests "${args[@]}" "${extra[@]}" \
         --file "diffusion/src/$f.rs" --output "$out" || true
