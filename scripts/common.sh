@@ -8,5 +8,7 @@ KERNEL_DIR="$VENV/share/jupyter/kernels/rust"
 FIRST_NOTEBOOK="notebooks/01_unet.ipynb"
 EVCXR_TMPDIR_NB="$ROOT/notebooks/.evcxr"
 
-say() { printf '==> %s\n' "$*"; }
+# Each message carries the seconds since the script started (bash's SECONDS), which shows where
+# a set-up spends its time.
+say() { printf '==> [%4ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -35,6 +35,21 @@ else
         || die "the Rust standard library sources are missing and rustup is not available; install rust-src for $(rustc -V)"
 fi
 
+# 3. Python virtual environment. It downloads while evcxr_jupyter compiles (step 2), so it runs
+#    in the background from here and step 4 waits for it.
+req="$ROOT/scripts/requirements-notebook.txt"
+venv_job=""
+if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-notebook.txt"; }; then
+    say "installing JupyterLab, nbconvert and nbclient into .venv/ (beside the next step)"
+    (
+        [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+        cp "$req" "$VENV/.requirements-notebook.txt"
+        say "JupyterLab installed"
+    ) &
+    venv_job=$!
+fi
+
 # 2. evcxr_jupyter into .tools/
 if ! { [ -x "$EVCXR_BIN" ] && grep -q "evcxr_jupyter $EVCXR_VERSION " "$TOOLS/.crates.toml" 2>/dev/null; }; then
     say "building evcxr_jupyter $EVCXR_VERSION into .tools/ (several minutes, once)"
@@ -48,13 +63,8 @@ if ! { [ -x "$EVCXR_BIN" ] && grep -q "evcxr_jupyter $EVCXR_VERSION " "$TOOLS/.c
     say "evcxr_jupyter built in $(( $(date +%s) - start )) s"
 fi
 
-# 3. Python virtual environment
-req="$ROOT/scripts/requirements-notebook.txt"
-if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-notebook.txt"; }; then
-    say "installing JupyterLab, nbconvert and nbclient into .venv/"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-    cp "$req" "$VENV/.requirements-notebook.txt"
+if [ -n "$venv_job" ]; then
+    wait "$venv_job" || die "installing JupyterLab into .venv/ failed (see above); run the set-up again"
 fi
 
 # 4. kernelspec: what `evcxr_jupyter --install` writes, but into .venv/ (JUPYTER_PATH) and with
