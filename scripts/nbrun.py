@@ -1,17 +1,24 @@
 """Runs notebooks headless with the project's Rust kernel.
 
+    nbrun.py prebuild        compile the notebook's dependencies with cargo alone, as evcxr will
+                             ask for them (no kernel needed: it runs while the kernel compiles)
     nbrun.py warm            compile the notebook's dependencies once (skipped when up to date)
     nbrun.py run IN OUT      execute notebook IN with the kernel started in IN's directory,
                              write the executed notebook to OUT, print timings
 
 The warm-up runs the notebook's first code cell (its `:dep` lines) and one expression in a
 throw-away notebook whose kernel starts in notebooks/, so that the build lands in the same
-evcxr directory (notebooks/evcxr.toml, `tmpdir`) that JupyterLab's kernel uses.
+evcxr directory (notebooks/evcxr.toml, `tmpdir`) that JupyterLab's kernel uses. The pre-build
+fills that directory beforehand with the build evcxr would start: the same manifest settings,
+`RUSTFLAGS`, target and build variables, so that cargo finds every dependency fresh when the
+kernel asks for it, and only the cell's own crate is left for the warm-up.
 """
 
 import hashlib
 import json
+import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -83,12 +90,12 @@ def execute(nb, cwd, timeout=1800):
     return times
 
 
-def warm():
-    key = warm_key()
-    if STAMP.exists() and STAMP.read_text().strip() == key:
-        return
-    import nbformat
+def is_warm():
+    return STAMP.exists() and STAMP.read_text().strip() == warm_key()
 
+
+def prepare_tmpdir():
+    """Creates evcxr's directory, and empties its build when evcxr.toml changed since."""
     settings = (NOTEBOOKS / "evcxr.toml").read_bytes()
     seen = TMPDIR / "evcxr.toml.built"
     if (TMPDIR / "target").exists() and not (seen.exists() and seen.read_bytes() == settings):
@@ -102,7 +109,99 @@ def warm():
     if not lock.exists():
         # Start from the versions the project is tested with.
         shutil.copy(ROOT / "Cargo.lock", lock)
-    say("compiling the notebook's dependencies (several minutes the first time)")
+
+
+def evcxr_settings():
+    """`(opt_level, {variable: value})`: the optimisation level and the `:build_env` lines of
+    notebooks/evcxr.toml."""
+    text = (NOTEBOOKS / "evcxr.toml").read_text()
+    opt = re.search(r'^opt_level\s*=\s*"?(\w+)"?', text, re.M)
+    env = dict(re.findall(r"^:build_env\s+(\w+)=(\S*)", text, re.M))
+    return (opt.group(1) if opt else "2"), env
+
+
+def dependencies(cell):
+    """The `[dependencies]` lines of a cell's `:dep` lines, paths made absolute (as evcxr does,
+    from the notebook's folder)."""
+    lines = []
+    for line in cell.splitlines():
+        m = re.match(r"^:dep\s+([\w-]+)\s*=\s*(.+)$", line.strip())
+        if not m:
+            continue
+        name, config = m.groups()
+        path = re.search(r'path\s*=\s*"([^"]+)"', config)
+        if path:
+            absolute = os.path.realpath(NOTEBOOKS / path.group(1))
+            config = config.replace(path.group(0), f'path = "{absolute}"')
+        lines.append(f"{name} = {config}")
+    return lines
+
+
+def host_target():
+    info = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return next(line.split()[1] for line in info.splitlines() if line.startswith("host:"))
+
+
+def prebuild():
+    """Builds the warm-up's dependencies with cargo, in the configuration evcxr 0.22 uses: its
+    manifest's `[profile.dev]`, `RUSTFLAGS=-Cprefer-dynamic` (with lld's link argument when evcxr
+    would pick lld), `--target <host>`, the target directory `target` and the `:build_env`
+    variables. Cargo's fingerprints then match, and the kernel reuses every crate."""
+    if is_warm():
+        return
+    prepare_tmpdir()
+    opt_level, build_env = evcxr_settings()
+    deps = "\n".join(dependencies(first_code_cell(NOTEBOOK)))
+    (TMPDIR / "Cargo.toml").write_text(f"""[package]
+name = "ctx"
+version = "1.0.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+path = "src/lib.rs"
+
+[profile.dev]
+opt-level = {opt_level}
+debug = false
+strip = "debuginfo"
+rpath = true
+lto = false
+debug-assertions = true
+codegen-units = 16
+panic = 'unwind'
+incremental = true
+overflow-checks = true
+
+[dependencies]
+{deps}
+""")
+    src = TMPDIR / "src" / "lib.rs"
+    src.parent.mkdir(exist_ok=True)
+    if not src.exists():
+        src.write_text("")
+    flags = ["-Cprefer-dynamic"]
+    if not shutil.which("mold") and shutil.which("lld"):
+        flags.append("-Clink-arg=-fuse-ld=lld")
+    env = dict(os.environ, CARGO_TARGET_DIR="target", CARGO_BUILD_BUILD_DIR="target",
+               RUSTFLAGS=" ".join(flags), **build_env)
+    t0 = time.time()
+    done = subprocess.run(["cargo", "build", "--quiet", "--target", host_target()],
+                          cwd=TMPDIR, env=env)
+    if done.returncode != 0:
+        raise SystemExit("error: compiling the notebook's dependencies failed (see above)")
+    say(f"the notebook's dependencies compiled in {time.time() - t0:.0f} s")
+
+
+def warm():
+    if is_warm():
+        return
+    key = warm_key()
+    import nbformat
+
+    prepare_tmpdir()
+    say("running the notebook's first cell once in the kernel (minutes if its dependencies "
+        "are not compiled yet)")
     nb = nbformat.v4.new_notebook()
     nb.metadata = json.loads(NOTEBOOK.read_text())["metadata"]
     nb.cells = [nbformat.v4.new_code_cell(first_code_cell(NOTEBOOK)),
@@ -114,7 +213,7 @@ def warm():
         for i, name, text in errs:
             print(f"cell {i}: {name}", file=sys.stderr)
         raise SystemExit("error: the warm-up run failed (see above)")
-    say(f"dependencies compiled in {time.time() - t0:.0f} s")
+    say(f"first cell compiled and run in {time.time() - t0:.0f} s")
     STAMP.write_text(key + "\n")
 
 
@@ -135,7 +234,9 @@ def run(src, dst):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["warm"]:
+    if sys.argv[1:2] == ["prebuild"]:
+        prebuild()
+    elif sys.argv[1:2] == ["warm"]:
         warm()
     elif sys.argv[1:2] == ["run"] and len(sys.argv) == 4:
         run(sys.argv[2], sys.argv[3])

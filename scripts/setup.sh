@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the notebook needs, skipping every step that is already done:
 #   1. the rust-src component (evcxr reads the standard library's sources),
-#   2. evcxr_jupyter, the Rust kernel, into .tools/ (never the user's global cargo root),
-#   3. JupyterLab, nbconvert and nbclient in the virtual environment .venv/,
-#   4. the kernel's description (kernelspec) inside .venv/, pointing at .tools/,
-#   5. the FashionMNIST files (`diffusion data`), unless `--without-data`: `make lab` passes it,
+#   2. JupyterLab, nbconvert and nbclient in the virtual environment .venv/,
+#   3. the FashionMNIST files (`diffusion data`), unless `--without-data`: `make lab` passes it,
 #      as the notebook fetches the files itself when they are missing, which spares a student a
 #      compile of the whole command line before JupyterLab opens,
-#   6. the notebook's dependencies, compiled once by a short headless run so that the first
-#      cell of the notebook starts warm.
+#   4. the notebook's dependencies, compiled by cargo alone as the kernel will ask for them,
+#   5. evcxr_jupyter, the Rust kernel, into .tools/ (never the user's global cargo root),
+#   6. the kernel's description (kernelspec) inside .venv/, pointing at .tools/,
+#   7. a short headless run of the notebook's first cell, so that its first cell starts warm.
+# Steps 2 to 4 need no kernel: they run in the background while step 5 compiles it, which keeps
+# both cores of a small machine busy through the serial stretches of each build.
 # Run it as `make setup`; it is safe to run again at any time.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -35,8 +37,10 @@ else
         || die "the Rust standard library sources are missing and rustup is not available; install rust-src for $(rustc -V)"
 fi
 
-# 3. Python virtual environment. It downloads while evcxr_jupyter compiles (step 2), so it runs
-#    in the background from here and step 4 waits for it.
+# Background jobs stop with the script (an error, Ctrl+C).
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+
+# 2. Python virtual environment, in the background (step 6 waits for it).
 req="$ROOT/scripts/requirements-notebook.txt"
 venv_job=""
 if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-notebook.txt"; }; then
@@ -50,7 +54,29 @@ if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-note
     venv_job=$!
 fi
 
-# 2. evcxr_jupyter into .tools/
+# 3. data, in the background: the command line's build is the test profile's, which the tests
+#    reuse.
+data="$ROOT/data/fashion-mnist"
+have_data=1
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [ -f "$data/$f.gz" ] || [ -f "$data/$f" ] || have_data=0
+done
+if [ "${DIFFUSION_DATA:-}" != "" ]; then
+    have_data=1 # the user points at their own copy
+fi
+data_job=""
+if [ "$have_data" = 0 ] && [ "$with_data" = 1 ]; then
+    say "fetching FashionMNIST into data/fashion-mnist (beside the next step)"
+    ( cargo run --quiet -p diffusion-cli -- data && say "FashionMNIST fetched" ) &
+    data_job=$!
+fi
+
+# 4. the notebook's dependencies, compiled by cargo alone in the configuration the kernel will
+#    use (scripts/nbrun.py prebuild; it does nothing when the build is already warm).
+python3 "$ROOT/scripts/nbrun.py" prebuild &
+prebuild_job=$!
+
+# 5. evcxr_jupyter into .tools/
 if ! { [ -x "$EVCXR_BIN" ] && grep -q "evcxr_jupyter $EVCXR_VERSION " "$TOOLS/.crates.toml" 2>/dev/null; }; then
     say "building evcxr_jupyter $EVCXR_VERSION into .tools/ (several minutes, once)"
     start=$(date +%s)
@@ -66,8 +92,13 @@ fi
 if [ -n "$venv_job" ]; then
     wait "$venv_job" || die "installing JupyterLab into .venv/ failed (see above); run the set-up again"
 fi
+wait "$prebuild_job" || die "compiling the notebook's dependencies failed (see above); run the set-up again"
+if [ -n "$data_job" ]; then
+    wait "$data_job" || die "fetching the data failed (see above); run the set-up again, or \
+\`cargo run -p diffusion-cli -- data\` alone to see why"
+fi
 
-# 4. kernelspec: what `evcxr_jupyter --install` writes, but into .venv/ (JUPYTER_PATH) and with
+# 6. kernelspec: what `evcxr_jupyter --install` writes, but into .venv/ (JUPYTER_PATH) and with
 #    JUPYTER_PATH also set for the kernel itself, so that its start-up self-update looks at this
 #    kernelspec and never at one the user installed globally.
 spec="$KERNEL_DIR/kernel.json"
@@ -88,21 +119,7 @@ if ! { [ -f "$spec" ] && [ "$(cat "$spec")" = "$want" ] && [ -f "$KERNEL_DIR/ver
     printf '%s\n' "$want" > "$spec"
 fi
 
-# 5. data
-data="$ROOT/data/fashion-mnist"
-have_data=1
-for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-    [ -f "$data/$f.gz" ] || [ -f "$data/$f" ] || have_data=0
-done
-if [ "${DIFFUSION_DATA:-}" != "" ]; then
-    have_data=1 # the user points at their own copy
-fi
-if [ "$have_data" = 0 ] && [ "$with_data" = 1 ]; then
-    say "fetching FashionMNIST into data/fashion-mnist"
-    cargo run --quiet -p diffusion-cli -- data  # the test build's profile: no second compile
-fi
-
-# 6. warm the notebook's build directory
+# 7. warm the notebook's build directory: the kernel compiles the first cell's own crate
 "$VENV/bin/python" "$ROOT/scripts/nbrun.py" warm
 
 say "set-up complete"
