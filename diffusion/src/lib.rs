@@ -55,10 +55,6 @@ pub mod timesteps;
 pub mod train;
 
 pub use anyhow::Result;
-/// candle's tensors, as the notebooks import them (`use diffusion::candle_core::Tensor`): one
-/// `:dep` line (this crate) is all a notebook needs, so the kernel builds the versions of
-/// `Cargo.lock` that the tests ran with.
-pub use candle_core;
 pub use clock::timed;
 pub use device::device;
 pub use forward::{forward_step, q, q_with_noise};
