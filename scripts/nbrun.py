@@ -105,10 +105,10 @@ def prepare_tmpdir():
         shutil.rmtree(TMPDIR / "target")
     TMPDIR.mkdir(parents=True, exist_ok=True)
     seen.write_bytes(settings)
-    lock = TMPDIR / "Cargo.lock"
-    if not lock.exists():
-        # Start from the versions the project is tested with.
-        shutil.copy(ROOT / "Cargo.lock", lock)
+    # No copy of the project's Cargo.lock: at each start the kernel first builds its crate with
+    # no dependency, which leaves its Cargo.lock with nothing locked, and then resolves the
+    # notebook's `:dep` lines afresh (the newest versions). The pre-build resolves afresh too,
+    # minutes earlier, and gets the versions the kernel will ask for.
 
 
 def evcxr_settings():
