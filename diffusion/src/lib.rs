@@ -40,6 +40,7 @@ pub mod eval;
 pub mod files;
 pub mod forward;
 pub mod layers;
+pub mod limits;
 pub mod loss;
 pub mod network;
 pub mod notebook01;

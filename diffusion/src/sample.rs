@@ -70,7 +70,8 @@ fn start_noise<M: NoisePredictor>(
 }
 
 /// The course's `sample_images`: draws `n` images with the DDPM reverse process (evaluation
-/// mode), keeping the starting noise and `ncols` snapshots (`ncols + 1` frames).
+/// mode), keeping the starting noise and `ncols` snapshots (`ncols + 1` frames). A quick run
+/// that sets `DIFFUSION_MAX_SAMPLES` draws at most that many ([`limits`](crate::limits)).
 pub fn sample_images<M: NoisePredictor>(
     model: &M,
     schedule: &Schedule,
@@ -79,6 +80,7 @@ pub fn sample_images<M: NoisePredictor>(
     rng: &mut Rng,
 ) -> Result<Samples> {
     check_sampling(model, schedule, n)?;
+    let n = crate::limits::samples(n)?;
     let x_start = start_noise(model, n, rng, schedule.device())?;
     sample_images_from(model, schedule, x_start, ncols, |_, x| rng.randn_like(x))
 }

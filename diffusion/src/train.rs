@@ -100,13 +100,7 @@ impl TrainConfig {
 
 /// The step budget `DIFFUSION_MAX_STEPS` sets, given its value (`None` when unset).
 pub fn max_steps_from_env(value: Option<&str>) -> Result<Option<usize>> {
-    value
-        .map(|v| {
-            v.trim().parse().with_context(|| {
-                format!("DIFFUSION_MAX_STEPS must be a whole number of steps, got {v:?}")
-            })
-        })
-        .transpose()
+    crate::limits::limit_from_env(crate::limits::MAX_STEPS, "steps", value)
 }
 
 /// Where training stands, passed to the callback.
@@ -444,7 +438,7 @@ impl<M: Learner> Trainer<M> {
         let device = self.schedule.device().clone();
         let images = images.to_device(&device)?;
         let mut call_steps = per_epoch * self.config.epochs;
-        let env = max_steps_from_env(std::env::var("DIFFUSION_MAX_STEPS").ok().as_deref())?;
+        let env = crate::limits::limit(crate::limits::MAX_STEPS, "steps")?;
         for m in [self.config.max_steps, env].into_iter().flatten() {
             call_steps = call_steps.min(m);
         }

@@ -169,9 +169,6 @@ fn prepare(settings: &GradeSettings) -> Result<PathBuf> {
     .context("copying notebooks/exercises/evcxr.toml (run `diffusion exercises`)")?;
     let build = work.join("notebooks/.evcxr");
     std::fs::create_dir_all(&build)?;
-    if !build.join("Cargo.lock").exists() {
-        std::fs::copy(root.join("Cargo.lock"), build.join("Cargo.lock"))?;
-    }
     let warm = root.join("notebooks/.evcxr/target");
     if !build.join("target").exists() && warm.exists() {
         let copied = Command::new("cp")

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use nalgebra::DMatrix;
 
+use super::Matrix;
 use crate::layers::{flatten, relu, Linear};
 use crate::notebook02::DownBlock;
 
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Classifier {
 #[derive(Debug, Clone)]
 pub struct Classified {
     /// The penultimate features, one row per image: `N x FEATURES`, f64.
-    pub features: DMatrix<f64>,
+    pub features: Matrix,
     /// The predicted class of each image (`0..=9`, see [`CLASS_NAMES`](crate::data::CLASS_NAMES)).
     pub labels: Vec<u8>,
 }
@@ -230,7 +230,7 @@ impl Classifier {
             );
         }
         Ok(Classified {
-            features: DMatrix::from_row_slice(n, FEATURES, &rows),
+            features: Matrix::from_vec(n, FEATURES, rows)?,
             labels,
         })
     }

@@ -7,20 +7,22 @@
 //!
 //! `mu` is a mean and `S` a covariance, both fitted in f64 ([`Gaussian::fit`]). The square roots
 //! are of symmetric positive semi-definite matrices, taken through a symmetric eigendecomposition
-//! `S = V diag(l) V^T -> S^{1/2} = V diag(sqrt(l)) V^T` ([`sqrt_psd`]); eigenvalues that rounding
-//! made slightly negative are set to 0. For 1-dimensional Gaussians the formula is
-//! `(mu1 - mu2)^2 + (s1 - s2)^2` with `s` the standard deviations.
+//! `S = V diag(l) V^T -> S^{1/2} = V diag(sqrt(l)) V^T` ([`sqrt_psd`], [`symmetric_eigen`]);
+//! eigenvalues that rounding made slightly negative are set to 0. For 1-dimensional Gaussians the
+//! formula is `(mu1 - mu2)^2 + (s1 - s2)^2` with `s` the standard deviations.
 
 use anyhow::{bail, Result};
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+
+use super::eigen::symmetric_eigen;
+use super::Matrix;
 
 /// A Gaussian `N(mean, cov)` in `d` dimensions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gaussian {
     /// `[d]`.
-    pub mean: DVector<f64>,
+    pub mean: Vec<f64>,
     /// `[d, d]`, symmetric positive semi-definite.
-    pub cov: DMatrix<f64>,
+    pub cov: Matrix,
 }
 
 /// How far below zero, relative to the largest eigenvalue, an eigenvalue may be and still be
@@ -30,7 +32,7 @@ pub const PSD_TOLERANCE: f64 = 1e-9;
 impl Gaussian {
     /// `N(mean, cov)`, checked: `cov` must be `d x d` for a mean of `d` values, finite and
     /// symmetric.
-    pub fn new(mean: DVector<f64>, cov: DMatrix<f64>) -> Result<Self> {
+    pub fn new(mean: Vec<f64>, cov: Matrix) -> Result<Self> {
         let d = mean.len();
         if d == 0 {
             bail!("a Gaussian needs at least one dimension, got a mean of 0 values");
@@ -46,7 +48,7 @@ impl Gaussian {
             bail!("the mean and covariance must be finite, found a NaN or an infinity");
         }
         let scale = cov.amax().max(f64::MIN_POSITIVE);
-        let asym = (&cov - cov.transpose()).amax();
+        let asym = cov.max_abs_diff(&cov.transpose());
         if asym > 1e-9 * scale {
             bail!("a covariance must be symmetric, but S - S^T reaches {asym:e}");
         }
@@ -55,7 +57,11 @@ impl Gaussian {
 
     /// The mean and the unbiased covariance (divided by `N - 1`, as `numpy.cov`) of `features`,
     /// one row per sample: `N x d` with `N > d`, so that the covariance can have full rank.
-    pub fn fit(features: &DMatrix<f64>) -> Result<Self> {
+    ///
+    /// ```text
+    /// mu = 1/N sum_i x_i,    S = 1/(N - 1) sum_i (x_i - mu)(x_i - mu)^T
+    /// ```
+    pub fn fit(features: &Matrix) -> Result<Self> {
         let (n, d) = features.shape();
         if d == 0 {
             bail!("features must have at least one column, got {n} x 0");
@@ -70,13 +76,16 @@ impl Gaussian {
         if features.iter().any(|v| !v.is_finite()) {
             bail!("features must be finite, found a NaN or an infinity");
         }
-        let mean: DVector<f64> = features.row_mean().transpose();
+        let mean = features.column_means();
         let mut centred = features.clone();
-        for mut row in centred.row_iter_mut() {
-            row -= mean.transpose();
+        for i in 0..n {
+            for (j, m) in mean.iter().enumerate() {
+                centred[(i, j)] -= m;
+            }
         }
-        let mut cov = centred.transpose() * &centred / (n - 1) as f64;
-        symmetrise(&mut cov);
+        let mut cov = centred.transpose().matmul(&centred)?; // [d, N] x [N, d] = [d, d]
+        cov.scale(1.0 / (n - 1) as f64);
+        cov.symmetrise();
         Self::new(mean, cov)
     }
 
@@ -86,27 +95,20 @@ impl Gaussian {
     }
 }
 
-/// `(M + M^T) / 2`, in place.
-fn symmetrise(m: &mut DMatrix<f64>) {
-    let t = m.transpose();
-    *m += t;
-    *m *= 0.5;
-}
-
 /// The eigenvalues of the symmetric matrix `m`, and its eigenvectors, with the eigenvalues that
 /// rounding pushed below zero set to 0; an error when one is clearly negative (`m` is not
 /// positive semi-definite) or not finite.
-fn psd_eigen(m: &DMatrix<f64>, what: &str) -> Result<SymmetricEigen<f64, nalgebra::Dyn>> {
+fn psd_eigen(m: &Matrix, what: &str) -> Result<(Vec<f64>, Matrix)> {
     if m.iter().any(|v| !v.is_finite()) {
         bail!("{what} holds a NaN or an infinity");
     }
-    let mut eig = SymmetricEigen::new(m.clone());
-    if eig.eigenvalues.iter().any(|v| !v.is_finite()) {
+    let (mut values, vectors) = symmetric_eigen(m)?;
+    if values.iter().any(|v| !v.is_finite()) {
         bail!("the eigendecomposition of {what} did not converge to finite values");
     }
-    let largest = eig.eigenvalues.amax();
+    let largest = values.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let floor = -PSD_TOLERANCE * largest.max(f64::MIN_POSITIVE);
-    for l in eig.eigenvalues.iter_mut() {
+    for l in values.iter_mut() {
         if *l < floor {
             bail!(
                 "{what} is not positive semi-definite: it has the eigenvalue {l:e} (largest {largest:e}); \
@@ -115,12 +117,12 @@ fn psd_eigen(m: &DMatrix<f64>, what: &str) -> Result<SymmetricEigen<f64, nalgebr
         }
         *l = l.max(0.0);
     }
-    Ok(eig)
+    Ok((values, vectors))
 }
 
 /// The square root `S^{1/2} = V diag(sqrt(l)) V^T` of a symmetric positive semi-definite `S`, the
 /// one symmetric PSD matrix with `S^{1/2} S^{1/2} = S`.
-pub fn sqrt_psd(s: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+pub fn sqrt_psd(s: &Matrix) -> Result<Matrix> {
     if !s.is_square() {
         bail!(
             "a square root needs a square matrix, got {} x {}",
@@ -128,10 +130,12 @@ pub fn sqrt_psd(s: &DMatrix<f64>) -> Result<DMatrix<f64>> {
             s.ncols()
         );
     }
-    let eig = psd_eigen(s, "the matrix")?;
-    let roots = DMatrix::from_diagonal(&eig.eigenvalues.map(f64::sqrt));
-    let mut r = &eig.eigenvectors * roots * eig.eigenvectors.transpose();
-    symmetrise(&mut r);
+    let (values, v) = psd_eigen(s, "the matrix")?;
+    let roots: Vec<f64> = values.iter().map(|l| l.sqrt()).collect();
+    let mut r = v
+        .matmul(&Matrix::from_diagonal(&roots))?
+        .matmul(&v.transpose())?;
+    r.symmetrise();
     Ok(r)
 }
 
@@ -144,13 +148,18 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
             b.dim()
         );
     }
-    let mean_term = (&a.mean - &b.mean).norm_squared();
+    let mean_term: f64 = a
+        .mean
+        .iter()
+        .zip(&b.mean)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
     let r = sqrt_psd(&a.cov)?; // S1^{1/2}
-    let mut m = &r * &b.cov * &r; // S1^{1/2} S2 S1^{1/2}, symmetric PSD
-    symmetrise(&mut m);
+    let mut m = r.matmul(&b.cov)?.matmul(&r)?; // S1^{1/2} S2 S1^{1/2}, symmetric PSD
+    m.symmetrise();
     // tr(M^{1/2}) = sum of the square roots of M's eigenvalues.
     let cross: f64 = psd_eigen(&m, "S1^{1/2} S2 S1^{1/2}")?
-        .eigenvalues
+        .0
         .iter()
         .map(|l| l.sqrt())
         .sum();
@@ -172,25 +181,21 @@ mod tests {
 
     fn diag(mean: &[f64], sd: &[f64]) -> Gaussian {
         let var: Vec<f64> = sd.iter().map(|s| s * s).collect();
-        Gaussian::new(
-            DVector::from_column_slice(mean),
-            DMatrix::from_diagonal(&DVector::from_vec(var)),
-        )
-        .unwrap()
+        Gaussian::new(mean.to_vec(), Matrix::from_diagonal(&var)).unwrap()
     }
 
     #[test]
     fn equal_gaussians_are_at_distance_zero() {
         let g = Gaussian::new(
-            DVector::from_vec(vec![1.0, -2.0, 0.5]),
-            DMatrix::from_row_slice(3, 3, &[4.0, 1.0, 0.5, 1.0, 3.0, -0.7, 0.5, -0.7, 2.0]),
+            vec![1.0, -2.0, 0.5],
+            Matrix::from_row_slice(3, 3, &[4.0, 1.0, 0.5, 1.0, 3.0, -0.7, 0.5, -0.7, 2.0]).unwrap(),
         )
         .unwrap();
         let fd = frechet_distance(&g, &g).unwrap();
         assert!(fd.abs() < 1e-12, "{fd}");
         // A singular covariance (rank 1) too.
-        let v = DVector::from_vec(vec![1.0, 2.0, -1.0]);
-        let s = Gaussian::new(DVector::zeros(3), &v * v.transpose()).unwrap();
+        let v = Matrix::from_row_slice(3, 1, &[1.0, 2.0, -1.0]).unwrap();
+        let s = Gaussian::new(vec![0.0; 3], v.matmul(&v.transpose()).unwrap()).unwrap();
         assert!(frechet_distance(&s, &s).unwrap() < 1e-7);
     }
 
@@ -215,12 +220,9 @@ mod tests {
     /// give (sqrt(l1) + sqrt(l2))^2 = l1 + l2 + 2 sqrt(l1 l2).
     #[test]
     fn a_non_diagonal_case_matches_the_two_by_two_formula() {
-        let s1 = DMatrix::from_row_slice(2, 2, &[2.0, 0.6, 0.6, 1.0]);
-        let s2 = DMatrix::from_row_slice(2, 2, &[1.5, -0.4, -0.4, 0.8]);
-        let (m1, m2) = (
-            DVector::from_vec(vec![0.3, -1.0]),
-            DVector::from_vec(vec![1.0, 0.5]),
-        );
+        let s1 = Matrix::from_row_slice(2, 2, &[2.0, 0.6, 0.6, 1.0]).unwrap();
+        let s2 = Matrix::from_row_slice(2, 2, &[1.5, -0.4, -0.4, 0.8]).unwrap();
+        let (m1, m2) = (vec![0.3, -1.0], vec![1.0, 0.5]);
         // By hand: |m1 - m2|^2 = 0.49 + 2.25 = 2.74; tr S1 = 3, tr S2 = 2.3;
         // S1 S2 = [[2.76, -0.32], [0.5, 0.56]], trace 3.32; det S1 = 1.64, det S2 = 1.04.
         let cross = (3.32f64 + 2.0 * (1.64f64 * 1.04).sqrt()).sqrt();
@@ -236,40 +238,48 @@ mod tests {
     #[test]
     fn a_rotated_case_matches_the_diagonal_one() {
         let (c, s) = (0.6f64, 0.8f64);
-        let q = DMatrix::from_row_slice(
+        let q = Matrix::from_row_slice(
             3,
             3,
             &[c, -s, 0.0, s * 0.6, c * 0.6, -0.8, s * 0.8, c * 0.8, 0.6],
-        );
-        assert!((&q * q.transpose() - DMatrix::identity(3, 3)).amax() < 1e-12);
-        let rotate =
-            |l: &[f64]| &q * DMatrix::from_diagonal(&DVector::from_column_slice(l)) * q.transpose();
-        let a = Gaussian::new(DVector::zeros(3), rotate(&[4.0, 1.0, 0.25])).unwrap();
-        let b = Gaussian::new(DVector::zeros(3), rotate(&[1.0, 9.0, 0.0])).unwrap();
+        )
+        .unwrap();
+        let qqt = q.matmul(&q.transpose()).unwrap();
+        assert!(qqt.max_abs_diff(&Matrix::identity(3)) < 1e-12);
+        let rotate = |l: &[f64]| {
+            let ql = q.matmul(&Matrix::from_diagonal(l)).unwrap();
+            let mut s = ql.matmul(&q.transpose()).unwrap();
+            s.symmetrise();
+            s
+        };
+        let a = Gaussian::new(vec![0.0; 3], rotate(&[4.0, 1.0, 0.25])).unwrap();
+        let b = Gaussian::new(vec![0.0; 3], rotate(&[1.0, 9.0, 0.0])).unwrap();
         // (2 - 1)^2 + (1 - 3)^2 + (0.5 - 0)^2 = 5.25
         close(frechet_distance(&a, &b).unwrap(), 5.25, 1e-9);
     }
 
     #[test]
     fn the_square_root_squares_back() {
-        let s = DMatrix::from_row_slice(3, 3, &[4.0, 1.0, 0.5, 1.0, 3.0, -0.7, 0.5, -0.7, 2.0]);
+        let s =
+            Matrix::from_row_slice(3, 3, &[4.0, 1.0, 0.5, 1.0, 3.0, -0.7, 0.5, -0.7, 2.0]).unwrap();
         let r = sqrt_psd(&s).unwrap();
-        assert!((&r * &r - &s).amax() < 1e-12);
-        assert!((&r - r.transpose()).amax() < 1e-15);
+        assert!(r.matmul(&r).unwrap().max_abs_diff(&s) < 1e-12);
+        assert!(r.max_abs_diff(&r.transpose()) < 1e-15);
         // Tiny negative eigenvalues from rounding are clamped; clear ones are refused.
-        let almost = DMatrix::from_row_slice(2, 2, &[1.0, 1.0, 1.0, 1.0 - 1e-13]);
+        let almost = Matrix::from_row_slice(2, 2, &[1.0, 1.0, 1.0, 1.0 - 1e-13]).unwrap();
         assert!(sqrt_psd(&almost).is_ok());
-        let e = sqrt_psd(&DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0])).unwrap_err();
+        let e =
+            sqrt_psd(&Matrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]).unwrap()).unwrap_err();
         assert!(e.to_string().contains("not positive semi-definite"), "{e}");
-        let e = sqrt_psd(&DMatrix::from_element(2, 2, f64::NAN)).unwrap_err();
+        let e = sqrt_psd(&Matrix::from_row_slice(2, 2, &[f64::NAN; 4]).unwrap()).unwrap_err();
         assert!(e.to_string().contains("NaN"), "{e}");
     }
 
     #[test]
     fn fit_gives_the_mean_and_unbiased_covariance() {
-        let x = DMatrix::from_row_slice(4, 2, &[0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0]);
+        let x = Matrix::from_row_slice(4, 2, &[0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0]).unwrap();
         let g = Gaussian::fit(&x).unwrap();
-        assert_eq!(g.mean.as_slice(), &[1.0, 2.0]);
+        assert_eq!(g.mean, vec![1.0, 2.0]);
         // Each column: deviations ±1, sum of squares 4, over N - 1 = 3; the columns are uncorrelated.
         close(g.cov[(0, 0)], 4.0 / 3.0, 1e-15);
         close(g.cov[(1, 1)], 4.0 / 3.0, 1e-15);
@@ -291,26 +301,24 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_that_says_what_was_expected() {
-        let e = Gaussian::fit(&DMatrix::zeros(5, 5))
-            .unwrap_err()
-            .to_string();
+        let e = Gaussian::fit(&Matrix::zeros(5, 5)).unwrap_err().to_string();
         assert!(
             e.contains("5 features needs more than 5 samples") && e.contains("at least 6"),
             "{e}"
         );
-        let mut x = DMatrix::zeros(6, 2);
+        let mut x = Matrix::zeros(6, 2);
         x[(3, 1)] = f64::INFINITY;
         assert!(Gaussian::fit(&x)
             .unwrap_err()
             .to_string()
             .contains("finite"));
-        let e = Gaussian::new(DVector::zeros(2), DMatrix::zeros(3, 3))
+        let e = Gaussian::new(vec![0.0; 2], Matrix::zeros(3, 3))
             .unwrap_err()
             .to_string();
         assert!(e.contains("2 x 2") && e.contains("3 x 3"), "{e}");
         let e = Gaussian::new(
-            DVector::zeros(2),
-            DMatrix::from_row_slice(2, 2, &[1.0, 0.5, 0.0, 1.0]),
+            vec![0.0; 2],
+            Matrix::from_row_slice(2, 2, &[1.0, 0.5, 0.0, 1.0]).unwrap(),
         )
         .unwrap_err()
         .to_string();
@@ -320,8 +328,8 @@ mod tests {
             .to_string();
         assert!(e.contains("same dimension"), "{e}");
         let bad = Gaussian::new(
-            DVector::zeros(2),
-            DMatrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]),
+            vec![0.0; 2],
+            Matrix::from_row_slice(2, 2, &[1.0, 2.0, 2.0, 1.0]).unwrap(),
         )
         .unwrap();
         let e = frechet_distance(&bad, &diag(&[0.0, 0.0], &[1.0, 1.0]))

@@ -11,8 +11,8 @@
 //! MMD², 0 for two sets from one distribution, so a single estimate can come out slightly
 //! negative. Unlike the Fréchet distance it needs no covariance, so any `m, n >= 2` will do.
 
+use super::Matrix;
 use anyhow::{bail, Result};
-use nalgebra::DMatrix;
 
 /// Rows of `x` per block when summing kernels, so that no `m x n` matrix is held at once.
 const BLOCK: usize = 512;
@@ -24,13 +24,13 @@ fn kernel(dot: f64, d: usize) -> f64 {
 
 /// `sum_{i, j} k(x_i, y_j)` over the rows of `x` and `y`, and the diagonal's sum
 /// `sum_i k(x_i, y_i)` when `x` and `y` are the same set.
-fn kernel_sums(x: &DMatrix<f64>, y: &DMatrix<f64>, same: bool) -> (f64, f64) {
+fn kernel_sums(x: &Matrix, y: &Matrix, same: bool) -> Result<(f64, f64)> {
     let d = x.ncols();
     let yt = y.transpose();
     let (mut total, mut diagonal) = (0.0, 0.0);
     for start in (0..x.nrows()).step_by(BLOCK) {
         let rows = BLOCK.min(x.nrows() - start);
-        let dots = x.rows(start, rows) * &yt; // [rows, n]
+        let dots = x.rows(start, rows).matmul(&yt)?; // [rows, d] x [d, n] = [rows, n]
         total += dots.iter().map(|&v| kernel(v, d)).sum::<f64>();
         if same {
             diagonal += (0..rows)
@@ -38,26 +38,26 @@ fn kernel_sums(x: &DMatrix<f64>, y: &DMatrix<f64>, same: bool) -> (f64, f64) {
                 .sum::<f64>();
         }
     }
-    (total, diagonal)
+    Ok((total, diagonal))
 }
 
 /// `1/(m(m-1)) sum_{i != j} k(x_i, x_j)`: the mean kernel between distinct rows of one set.
-pub fn within_mean(x: &DMatrix<f64>) -> Result<f64> {
+pub fn within_mean(x: &Matrix) -> Result<f64> {
     let m = x.nrows();
     if m < 2 {
         bail!("the kernel distance needs at least 2 samples in each set, got {m}");
     }
-    let (total, diagonal) = kernel_sums(x, x, true);
+    let (total, diagonal) = kernel_sums(x, x, true)?;
     Ok((total - diagonal) / (m * (m - 1)) as f64)
 }
 
 /// `1/(m n) sum_{i, j} k(x_i, y_j)`: the mean kernel between the two sets.
-pub fn between_mean(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<f64> {
+pub fn between_mean(x: &Matrix, y: &Matrix) -> Result<f64> {
     check_pair(x, y)?;
-    Ok(kernel_sums(x, y, false).0 / (x.nrows() * y.nrows()) as f64)
+    Ok(kernel_sums(x, y, false)?.0 / (x.nrows() * y.nrows()) as f64)
 }
 
-fn check_pair(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<()> {
+fn check_pair(x: &Matrix, y: &Matrix) -> Result<()> {
     if x.ncols() != y.ncols() || x.ncols() == 0 {
         bail!(
             "the two sets must have the same number of features (at least 1), got {} and {}",
@@ -81,7 +81,7 @@ fn check_pair(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<()> {
 
 /// The unbiased MMD² between the rows of `x` (`m x d`) and of `y` (`n x d`) with the kernel
 /// `(x . y / d + 1)^3`.
-pub fn kid(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<f64> {
+pub fn kid(x: &Matrix, y: &Matrix) -> Result<f64> {
     check_pair(x, y)?;
     Ok(within_mean(x)? + within_mean(y)? - 2.0 * between_mean(x, y)?)
 }
@@ -96,8 +96,8 @@ mod tests {
         // within x: k(0, 1) = 1; within y: k(1, 2) = 27;
         // between: k(0,1) + k(0,2) + k(1,1) + k(1,2) = 1 + 1 + 8 + 27 = 37, mean 9.25.
         // MMD^2 = 1 + 27 - 2 * 9.25 = 9.5
-        let x = DMatrix::from_row_slice(2, 1, &[0.0, 1.0]);
-        let y = DMatrix::from_row_slice(2, 1, &[1.0, 2.0]);
+        let x = Matrix::from_row_slice(2, 1, &[0.0, 1.0]).unwrap();
+        let y = Matrix::from_row_slice(2, 1, &[1.0, 2.0]).unwrap();
         assert!((kid(&x, &y).unwrap() - 9.5).abs() < 1e-12);
         assert!((kid(&y, &x).unwrap() - 9.5).abs() < 1e-12);
     }
@@ -110,7 +110,8 @@ mod tests {
             crate::eval::gaussian_set(&mut rng, BLOCK + 37, 3, 0.0),
             crate::eval::gaussian_set(&mut rng, 40, 3, 0.5),
         );
-        let k = |a: usize, b: &DMatrix<f64>, j: usize| kernel(x.row(a).dot(&b.row(j)), 3);
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+        let k = |a: usize, b: &Matrix, j: usize| kernel(dot(x.row(a), b.row(j)), 3);
         let (m, n) = (x.nrows(), y.nrows());
         let mut xx = 0.0;
         for i in 0..m {
@@ -122,7 +123,7 @@ mod tests {
         }
         let yy: f64 = (0..n)
             .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| kernel(y.row(i).dot(&y.row(j)), 3))
+            .map(|(i, j)| kernel(dot(y.row(i), y.row(j)), 3))
             .sum();
         let xy: f64 = (0..m)
             .flat_map(|i| (0..n).map(move |j| (i, j)))
@@ -162,7 +163,7 @@ mod tests {
         let mut rng = crate::Rng::new(11);
         let a = crate::eval::gaussian_set(&mut rng, 50, 4, 0.0);
         let m = 50.0;
-        let (s, dg) = kernel_sums(&a, &a, true);
+        let (s, dg) = kernel_sums(&a, &a, true).unwrap();
         let want = 2.0 * (s - m * dg) / (m * m * (m - 1.0));
         let self_kid = kid(&a, &a).unwrap();
         assert!(
@@ -187,18 +188,18 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_that_says_what_was_expected() {
-        let one = DMatrix::zeros(1, 3);
-        let two = DMatrix::zeros(2, 3);
+        let one = Matrix::zeros(1, 3);
+        let two = Matrix::zeros(2, 3);
         assert!(kid(&one, &two)
             .unwrap_err()
             .to_string()
             .contains("at least 2 samples"));
-        let e = kid(&two, &DMatrix::zeros(2, 4)).unwrap_err().to_string();
+        let e = kid(&two, &Matrix::zeros(2, 4)).unwrap_err().to_string();
         assert!(
             e.contains("same number of features") && e.contains('3') && e.contains('4'),
             "{e}"
         );
-        let mut nan = DMatrix::zeros(3, 3);
+        let mut nan = Matrix::zeros(3, 3);
         nan[(1, 1)] = f64::NAN;
         assert!(kid(&two, &nan).unwrap_err().to_string().contains("NaN"));
     }

@@ -19,9 +19,11 @@
 
 pub mod classifier;
 pub mod digits;
+pub mod eigen;
 pub mod frechet;
 pub mod histogram;
 pub mod kid;
+pub mod matrix;
 pub mod pixels;
 pub mod score;
 pub mod training;
@@ -30,6 +32,7 @@ pub use classifier::{Classified, Classifier, FEATURES};
 pub use frechet::{frechet_distance, sqrt_psd, Gaussian};
 pub use histogram::{asked_class_share, ClassHistogram};
 pub use kid::kid;
+pub use matrix::Matrix;
 pub use pixels::ImageStats;
 pub use score::{real_split, score_samples, QualityReport, Reference, Scores};
 pub use training::{
@@ -88,12 +91,7 @@ pub fn check_images_of(x: &Tensor, size: usize) -> Result<usize> {
 
 /// `n` rows of `d` standard normal values plus `shift`, drawn from `rng`: test data.
 #[cfg(test)]
-pub(crate) fn gaussian_set(
-    rng: &mut crate::Rng,
-    n: usize,
-    d: usize,
-    shift: f32,
-) -> nalgebra::DMatrix<f64> {
+pub(crate) fn gaussian_set(rng: &mut crate::Rng, n: usize, d: usize, shift: f32) -> Matrix {
     let t = rng.randn((n, d), &candle_core::Device::Cpu).unwrap();
     let v: Vec<f64> = t
         .flatten_all()
@@ -103,7 +101,7 @@ pub(crate) fn gaussian_set(
         .into_iter()
         .map(|x| (x + shift) as f64)
         .collect();
-    nalgebra::DMatrix::from_row_slice(n, d, &v)
+    Matrix::from_vec(n, d, v).unwrap()
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -23,13 +22,14 @@ use super::classifier::{Classified, Classifier, FEATURES};
 use super::frechet::{frechet_distance, Gaussian};
 use super::histogram::ClassHistogram;
 use super::kid;
+use super::Matrix;
 use crate::data::FashionMnist;
 
 /// The real images scores are measured against: their features, the Gaussian fitted to them,
 /// and the part of KID that depends on them alone.
 #[derive(Debug, Clone)]
 pub struct Reference {
-    pub features: DMatrix<f64>,
+    pub features: Matrix,
     pub gaussian: Gaussian,
     /// `1/(n(n-1)) sum_{i != j} k(y_i, y_j)`.
     within: f64,

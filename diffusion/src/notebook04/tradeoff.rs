@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use nalgebra::DMatrix;
 
 use super::{mean_pairwise_distance, sample_w, UNet, N_CLASSES};
 use crate::data::{FashionMnist, CLASS_NAMES};
@@ -154,7 +153,7 @@ pub fn measure(
                 idx.len()
             );
         }
-        class_features.push(rows(&real.features, &idx));
+        class_features.push(real.features.select_rows(&idx));
         let mut chosen = idx.clone();
         rand::seq::SliceRandom::shuffle(chosen.as_mut_slice(), pick.inner());
         *spread = mean_pairwise_distance(&test.batch(&chosen[..per_class])?.0)?;
@@ -185,7 +184,7 @@ pub fn measure(
             let idx: Vec<usize> = (c..n).step_by(N_CLASSES).collect();
             let predicted: Vec<u8> = idx.iter().map(|&i| got.labels[i]).collect();
             class_share[c] = asked_class_share(&predicted, &vec![c as u8; idx.len()])?;
-            let f = rows(&got.features, &idx);
+            let f = got.features.select_rows(&idx);
             class_kid[c] = kid(&f, &class_features[c])?;
             if let Some(g) = &class_gaussians {
                 class_fd[c] = frechet_distance(&Gaussian::fit(&f)?, &g[c])?;
@@ -243,11 +242,6 @@ fn guided_batches(
         start += len;
     }
     Ok(Tensor::cat(&parts, 0)?)
-}
-
-/// The rows `idx` of `m`.
-fn rows(m: &DMatrix<f64>, idx: &[usize]) -> DMatrix<f64> {
-    DMatrix::from_fn(idx.len(), m.ncols(), |r, c| m[(idx[r], c)])
 }
 
 /// One line of the trade-off: the per-class columns averaged over the classes.
