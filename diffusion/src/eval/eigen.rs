@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 
 use super::Matrix;
 
-/// Sweeps over all planes before giving up (convergence takes about 10 for `n = 128`).
+/// Sweeps over all planes before giving up.
 const MAX_SWEEPS: usize = 100;
 
 /// The eigenvalues `l` of the symmetric `s` and its eigenvectors `V` (column `k` for `l[k]`),
