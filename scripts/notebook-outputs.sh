@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
-unset DIFFUSION_MAX_STEPS
+unset DIFFUSION_MAX_STEPS DIFFUSION_MAX_SAMPLES # the limits of a quick run (diffusion::limits)
 if [ $# -eq 0 ]; then
     set -- notebooks/[0-9]*.ipynb
 fi
