@@ -39,7 +39,7 @@ use diffusion::display::chart::{Legend, LineChart, Series};
 use diffusion::display::course::moving_average;
 use diffusion::display::font::{ensure_font, FAMILY};
 use diffusion::display::output::write_atomic;
-use diffusion::display::ImageGrid;
+use diffusion::display::{Bitmap, ImageGrid};
 use diffusion::eval::ImageStats;
 use diffusion::settings::{EPOCHS, NCOLS, NROWS};
 use diffusion::{
@@ -231,8 +231,8 @@ pub fn read_losses(path: &Path) -> Result<Vec<(usize, f64)>> {
 /// A picture: the image grid under a title block, with optional labels left of its rows.
 pub fn labeled_png(grid: &ImageGrid, title: &[String], row_labels: &[String]) -> Result<Vec<u8>> {
     ensure_font()?;
-    let img = grid.to_image()?.to_rgb8();
-    let (gw, gh) = img.dimensions();
+    let img = grid.to_bitmap()?.to_rgba();
+    let (gw, gh) = (img.width as u32, img.height as u32);
     let char_w = 8u32;
     let label_w = row_labels
         .iter()
@@ -265,17 +265,13 @@ pub fn labeled_png(grid: &ImageGrid, title: &[String], row_labels: &[String]) ->
         root.present()
             .map_err(|e| anyhow::anyhow!("could not finish the picture: {e}"))?;
     }
-    for (x, y, p) in img.enumerate_pixels() {
-        let at = (((top + y) * width + label_w + x) * 3) as usize;
-        buf[at..at + 3].copy_from_slice(&p.0);
+    for y in 0..img.height {
+        for x in 0..img.width {
+            let at = ((top as usize + y) * width as usize + label_w as usize + x) * 3;
+            buf[at..at + 3].copy_from_slice(&img.pixel(x, y)[..3]);
+        }
     }
-    let image = image::RgbImage::from_raw(width, height, buf)
-        .context("internal error: the picture buffer does not match its size")?;
-    let mut png = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("could not encode the picture as PNG")?;
-    Ok(png)
+    Bitmap::new(width as usize, height as usize, 3, buf)?.to_png()
 }
 
 /// `sqrt(a_bar)` and `sqrt(1 - a_bar)` of the course's linear schedule and of the cosine one.

@@ -1,13 +1,14 @@
 //! An animation: image grids of one layout shown one after the other, as an animated GIF
 //! (JupyterLab plays `image/gif` inline).
+//!
+//! GIF counts delays in hundredths of a second: a frame shown `ms` milliseconds is stored as
+//! `ms / 10` (rounded down).
 
-use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use image::codecs::gif::{GifEncoder, Repeat};
-use image::{Delay, Frame, RgbaImage};
 
+use super::bitmap::Bitmap;
 use super::grid::ImageGrid;
 use super::output::write_atomic;
 use super::output::{base64, print_evcxr};
@@ -15,7 +16,7 @@ use super::output::{base64, print_evcxr};
 /// Frames of equal size, each shown for `delay_ms`, the last one held longer; loops forever.
 #[derive(Debug, Clone)]
 pub struct Animation {
-    frames: Vec<RgbaImage>,
+    frames: Vec<Bitmap>,
     /// Milliseconds each frame is shown.
     pub delay_ms: u32,
     /// Milliseconds the last frame is shown, before the loop starts again.
@@ -30,14 +31,19 @@ impl Animation {
         }
         let frames = grids
             .iter()
-            .map(|g| Ok(g.to_image()?.to_rgba8()))
+            .map(|g| Ok(g.to_bitmap()?.to_rgba()))
             .collect::<Result<Vec<_>>>()?;
-        let size = frames[0].dimensions();
-        if let Some(i) = frames.iter().position(|f| f.dimensions() != size) {
+        let dims = |f: &Bitmap| (f.width, f.height);
+        let size = dims(&frames[0]);
+        if let Some(i) = frames.iter().position(|f| dims(f) != size) {
             bail!(
                 "frame {i} is {:?} pixels but frame 0 is {size:?}: the grids of an animation must share their layout",
-                frames[i].dimensions()
+                dims(&frames[i])
             );
+        }
+        let max = u16::MAX as usize;
+        if size.0 > max || size.1 > max {
+            bail!("a GIF is at most {max} pixels on a side, the frames are {size:?}; use a smaller scale");
         }
         Ok(Self {
             frames,
@@ -58,10 +64,14 @@ impl Animation {
 
     /// The animation as GIF bytes.
     pub fn to_gif(&self) -> Result<Vec<u8>> {
+        let (w, h) = (self.frames[0].width as u16, self.frames[0].height as u16);
         let mut bytes = Vec::new();
         {
-            let mut encoder = GifEncoder::new_with_speed(Cursor::new(&mut bytes), 10);
-            encoder.set_repeat(Repeat::Infinite)?;
+            let mut encoder =
+                gif::Encoder::new(&mut bytes, w, h, &[]).context("could not start the GIF")?;
+            encoder
+                .set_repeat(gif::Repeat::Infinite)
+                .context("could not start the GIF")?;
             let last = self.frames.len() - 1;
             for (i, f) in self.frames.iter().enumerate() {
                 let ms = if i == last {
@@ -69,9 +79,12 @@ impl Animation {
                 } else {
                     self.delay_ms
                 };
-                let delay = Delay::from_numer_denom_ms(ms, 1);
+                // speed 10: a fast palette search (1 is the slowest and best)
+                let mut rgba = f.pixels.clone();
+                let mut frame = gif::Frame::from_rgba_speed(w, h, &mut rgba, 10);
+                frame.delay = (ms / 10).min(u16::MAX as u32) as u16;
                 encoder
-                    .encode_frame(Frame::from_parts(f.clone(), 0, 0, delay))
+                    .write_frame(&frame)
                     .context("could not encode a frame of the animation")?;
             }
         }
@@ -95,5 +108,61 @@ impl Animation {
     /// Shows the animation in the evcxr Jupyter kernel.
     pub fn evcxr_display(&self) {
         print_evcxr(self.evcxr_content());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use image::AnimationDecoder;
+
+    /// A grid of two 4 x 4 grey images, filled with `a` and `b` (values in [-1, 1]).
+    fn grid(a: f32, b: f32) -> ImageGrid {
+        let mut v = vec![a; 16];
+        v.extend([b; 16]);
+        let x = Tensor::from_vec(v, (2, 1, 4, 4), &Device::Cpu).unwrap();
+        ImageGrid::new(&x, 2).unwrap().scale(1).gap(1)
+    }
+
+    #[test]
+    fn the_gif_plays_each_frame_for_its_delay_and_loops() {
+        let grids = [grid(-1.0, 1.0), grid(0.0, 0.5), grid(1.0, -1.0)];
+        let gif = Animation::new(&grids).unwrap().to_gif().unwrap();
+        // another decoder than the encoder's crate reads it back
+        let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&gif)).unwrap();
+        let frames = decoder.into_frames().collect_frames().unwrap();
+        assert_eq!(frames.len(), 3);
+        let delays: Vec<u32> = frames
+            .iter()
+            .map(|f| f.delay().numer_denom_ms().0 / f.delay().numer_denom_ms().1)
+            .collect();
+        assert_eq!(delays, vec![120, 120, 1500]);
+        for (f, g) in frames.iter().zip(&grids) {
+            let want = g.to_bitmap().unwrap();
+            let got = f.buffer();
+            assert_eq!(got.dimensions(), (want.width as u32, want.height as u32));
+            for (x, y, p) in got.enumerate_pixels() {
+                let v = want.pixel(x as usize, y as usize)[0];
+                assert!(
+                    p.0[..3].iter().all(|&c| c.abs_diff(v) <= 2) && p.0[3] == 255,
+                    "pixel ({x}, {y}): {:?}, want grey {v}",
+                    p.0
+                );
+            }
+        }
+        // the loop: a NETSCAPE2.0 application block
+        assert!(gif.windows(11).any(|w| w == b"NETSCAPE2.0"));
+    }
+
+    #[test]
+    fn frames_of_other_sizes_are_refused() {
+        let x = Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let small = ImageGrid::new(&x, 1).unwrap().scale(1);
+        let e = Animation::new(&[grid(0.0, 0.0), small])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must share their layout"), "{e}");
+        assert!(Animation::new(&[]).is_err());
     }
 }

@@ -4,14 +4,15 @@
 //! Text is laid out with the embedded DejaVu Sans (see [`font`](super::font)); in SVG it stays
 //! text (`<text>` elements with `font-family="sans-serif"`), in PNG it is rasterised.
 
+use super::bitmap::Bitmap;
 use super::font::{ensure_font, FAMILY};
 use super::output::{extension, print_evcxr, write_atomic};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::io::Cursor;
+
 use std::ops::Range;
 use std::path::Path;
 
@@ -242,13 +243,7 @@ impl LineChart {
             root.present()
                 .map_err(|e| anyhow!("could not finish the bitmap: {e}"))?;
         }
-        let image = image::RgbImage::from_raw(w, h, rgb)
-            .context("internal error: the chart buffer does not match its size")?;
-        let mut png = Vec::new();
-        image
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .context("could not encode the chart as PNG")?;
-        Ok(png)
+        Bitmap::new(w as usize, h as usize, 3, rgb)?.to_png()
     }
 
     /// Writes the chart to `path`; the extension picks the format: `.svg` or `.png`.

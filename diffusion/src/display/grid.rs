@@ -5,11 +5,10 @@
 //! Each image is enlarged by an integer factor with nearest-neighbour copying, so the pixels of a
 //! 16 x 16 image stay sharp squares.
 
+use super::bitmap::Bitmap;
 use super::output::{base64, extension, print_evcxr, write_atomic};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use image::{DynamicImage, GrayImage, RgbImage};
-use std::io::Cursor;
 use std::path::Path;
 
 /// Side in screen pixels that the default scale aims at for one image.
@@ -168,8 +167,8 @@ impl ImageGrid {
         })
     }
 
-    /// The picture: grey (`Luma8`) for 1 channel, `Rgb8` for 3.
-    pub fn to_image(&self) -> Result<DynamicImage> {
+    /// The picture: grey for 1 channel, RGB for 3.
+    pub fn to_bitmap(&self) -> Result<Bitmap> {
         if self.scale == 0 {
             bail!("the scale of an image grid must be at least 1, got 0");
         }
@@ -196,22 +195,12 @@ impl ImageGrid {
                 }
             }
         }
-        let (wu, hu) = (width as u32, height as u32);
-        let image = if c == 1 {
-            GrayImage::from_raw(wu, hu, out).map(DynamicImage::ImageLuma8)
-        } else {
-            RgbImage::from_raw(wu, hu, out).map(DynamicImage::ImageRgb8)
-        };
-        image.context("internal error: the grid buffer does not match its size")
+        Bitmap::new(width, height, c, out)
     }
 
     /// The picture as PNG bytes.
     pub fn to_png(&self) -> Result<Vec<u8>> {
-        let mut png = Vec::new();
-        self.to_image()?
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .context("could not encode the image grid as PNG")?;
-        Ok(png)
+        self.to_bitmap()?.to_png()
     }
 
     /// Writes the picture to a `.png` file (through a temporary file and a rename).
@@ -292,12 +281,11 @@ mod tests {
             .unwrap()
             .scale(2)
             .gap(2)
-            .to_image()
-            .unwrap()
-            .to_luma8();
-        assert_eq!(img.dimensions(), (4, 2 + 2 + 2));
+            .to_bitmap()
+            .unwrap();
+        assert_eq!((img.width, img.height, img.channels), (4, 2 + 2 + 2, 1));
         let rows: Vec<Vec<u8>> = (0..6)
-            .map(|y| (0..4).map(|x| img.get_pixel(x, y).0[0]).collect())
+            .map(|y| (0..4).map(|x| img.pixel(x, y)[0]).collect())
             .collect();
         assert_eq!(rows[0], vec![0, 0, 255, 255]);
         assert_eq!(rows[1], vec![0, 0, 255, 255]);
@@ -314,33 +302,32 @@ mod tests {
             .unwrap()
             .scale(1)
             .gap(0)
-            .to_image()
-            .unwrap()
-            .to_luma8();
-        assert_eq!(img.dimensions(), (2, 2));
-        assert_eq!(img.as_raw(), &vec![0, 0, 0, 255]);
+            .to_bitmap()
+            .unwrap();
+        assert_eq!((img.width, img.height), (2, 2));
+        assert_eq!(img.pixels, vec![0, 0, 0, 255]);
     }
 
     #[test]
     fn rgb_channels_are_kept() {
         // One 1 x 1 RGB image: r = 1, g = -1, b = 0.
         let x = t(&[1.0, -1.0, 0.0], &[1, 3, 1, 1]);
-        let img = ImageGrid::new(&x, 1).unwrap().to_image().unwrap();
-        assert!(matches!(img, DynamicImage::ImageRgb8(_)));
-        assert_eq!(img.to_rgb8().get_pixel(0, 0).0, [255, 0, 128]);
+        let img = ImageGrid::new(&x, 1).unwrap().to_bitmap().unwrap();
+        assert_eq!(img.channels, 3);
+        assert_eq!(img.pixel(0, 0), &[255, 0, 128]);
     }
 
     #[test]
     fn other_dtypes_are_converted() {
         let x = t(&[-1.0, 1.0], &[1, 2]).to_dtype(DType::F16).unwrap();
-        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_image().unwrap();
-        assert_eq!(img.to_luma8().as_raw(), &vec![0, 255]);
+        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_bitmap().unwrap();
+        assert_eq!(img.pixels, vec![0, 255]);
         let x = t(&[-1.0, 1.0], &[1, 2]).to_dtype(DType::BF16).unwrap();
-        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_image().unwrap();
-        assert_eq!(img.to_luma8().as_raw(), &vec![0, 255]);
+        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_bitmap().unwrap();
+        assert_eq!(img.pixels, vec![0, 255]);
         let x = t(&[-1.0, 1.0], &[1, 2]).to_dtype(DType::F64).unwrap();
-        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_image().unwrap();
-        assert_eq!(img.to_luma8().as_raw(), &vec![0, 255]);
+        let img = ImageGrid::new(&x, 1).unwrap().scale(1).to_bitmap().unwrap();
+        assert_eq!(img.pixels, vec![0, 255]);
     }
 
     #[test]

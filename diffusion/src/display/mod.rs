@@ -12,6 +12,7 @@
 //! pictures should put them in one [`Figure`].
 
 pub mod animation;
+pub mod bitmap;
 pub mod chart;
 pub mod course;
 pub mod figure;
@@ -21,6 +22,7 @@ pub mod output;
 pub mod training;
 
 pub use animation::Animation;
+pub use bitmap::Bitmap;
 pub use chart::{Legend, LineChart, Series};
 pub use course::{loss_chart, moving_average, schedule_chart, schedule_figure, LossHistory};
 pub use figure::Figure;
