@@ -11,10 +11,10 @@ lab:
 	@scripts/setup.sh --without-data
 	@scripts/lab.sh
 
-# Every test, the notebook's execution included (ignored by a plain `cargo test`, as it needs the
-# set-up; here it runs, and fails rather than skips without it).
+# Every test, the notebooks' execution included (ignored by a plain `cargo test`, as it needs the
+# set-up; here it runs, beside the others, and fails rather than skips without it).
 test: setup
-	cargo test --workspace -- --include-ignored
+	@scripts/test.sh
 
 # Re-run the notebooks in place with the course's settings to refresh their committed outputs.
 notebook-outputs: setup

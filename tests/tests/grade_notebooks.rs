@@ -47,8 +47,14 @@ fn grading_the_example_submissions_gives_the_expected_reports() {
     for s in all {
         let endless = s.to_string_lossy().contains("loops-forever");
         settings.time_limit = Duration::from_secs(if endless { 90 } else { 600 });
+        let started = std::time::Instant::now();
         let r = grade_notebook(&settings, &s).unwrap();
-        eprintln!("{}", r.to_text());
+        eprintln!(
+            "{} graded in {:.0} s:\n{}",
+            s.display(),
+            started.elapsed().as_secs_f64(),
+            r.to_text()
+        );
         reports.push((s, r));
     }
     let by = |name: &str| {

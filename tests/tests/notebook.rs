@@ -8,13 +8,14 @@
 //! - every cell tagged `figure` shows a picture (PNG, SVG, or HTML holding `<img` or `<svg`);
 //! - every exercise's check (`diffusion::check::...`) shows PASS for the solution;
 //! - the training cell's progress lines show the loss falling;
-//! - running the training cell a second time (a copy of it appended at the end) goes on from the
-//!   step where the first run stopped, instead of starting again from step 0.
+//! - running the training cell a second time (a copy of it appended at the end, after a cell that
+//!   lowers the step limit) goes on from the step where the first run stopped, instead of
+//!   starting again from step 0.
 //!
 //! It needs `make setup` (the Rust kernel in `.tools/`, JupyterLab in `.venv/`, the data), so it
 //! is marked `#[ignore]`: a plain `cargo test --workspace` lists it as ignored in its summary, and
-//! `make test` runs it (`-- --include-ignored`), failing with what is missing if set-up was not
-//! done.
+//! `make test` runs it (`-- --ignored`, in `scripts/test.sh`), failing with what is missing if
+//! set-up was not done.
 //!
 //! Each notebook has its own checks of what its text claims (the score lines). The copies run in
 //! `target/notebook-test/`, laid out like the repository (`notebooks/`, `diffusion` linked), with
@@ -36,6 +37,10 @@ static KERNEL: Mutex<()> = Mutex::new(());
 /// Steps of training in the test run of notebooks 01 and 02: enough for several progress lines
 /// (one every 100 steps). Notebook 03's network is eight times wider: it gets fewer.
 const MAX_STEPS: usize = 300;
+
+/// Steps of the training cell's re-run: it only has to show that training goes on from where it
+/// stopped.
+const RERUN_STEPS: usize = 10;
 
 /// Images per sampling call in the test run (the notebooks score 500): still more than the
 /// classifier's 128 features, which the Fréchet distance's covariance needs.
@@ -231,13 +236,16 @@ fn run_notebook(name: &str, min_figures: usize, max_steps: usize) -> Result<Vec<
         .map(source_of)
         .context("no cell tagged `train`")?;
     // Running the training cell again must go on from where it stopped (the limit counts the
-    // steps of one run of the cell).
-    let rerun_source = train_source;
+    // steps of one run of the cell): a cell that lowers the limit to [`RERUN_STEPS`], then a
+    // copy of the training cell.
     let n_cells = cells.len();
     let cells = notebook["cells"]
         .as_array_mut()
         .context("notebook without cells")?;
-    cells.push(new_code_cell(&rerun_source));
+    cells.push(new_code_cell(&format!(
+        "unsafe {{ std::env::set_var(\"DIFFUSION_MAX_STEPS\", \"{RERUN_STEPS}\") }};"
+    )));
+    cells.push(new_code_cell(&train_source));
 
     let work = root.join("target/notebook-test");
     let copy = prepare(&root, &work, name, &notebook)?;
@@ -284,7 +292,7 @@ fn run_notebook(name: &str, min_figures: usize, max_steps: usize) -> Result<Vec<
     let cells = done["cells"]
         .as_array()
         .context("executed notebook without cells")?;
-    assert_eq!(cells.len(), n_cells + 1, "cells were lost on the way");
+    assert_eq!(cells.len(), n_cells + 2, "cells were lost on the way");
 
     for (i, cell) in cells.iter().enumerate() {
         for out in cell["outputs"].as_array().into_iter().flatten() {
@@ -362,7 +370,7 @@ fn run_notebook(name: &str, min_figures: usize, max_steps: usize) -> Result<Vec<
     );
 
     // The re-run goes on from the step where the first run stopped.
-    let rerun = &cells[n_cells];
+    let rerun = &cells[n_cells + 1];
     let second = progress(&stdout_of(rerun));
     assert!(
         !second.is_empty(),
@@ -380,8 +388,8 @@ fn run_notebook(name: &str, min_figures: usize, max_steps: usize) -> Result<Vec<
     );
     let (r1, _) = second[second.len() - 1];
     assert!(
-        r1 <= s1 + max_steps,
-        "the re-run trained past its limit: step {r1} after {s1} + {max_steps}"
+        r1 <= s1 + RERUN_STEPS,
+        "the re-run trained past its limit: step {r1} after {s1} + {RERUN_STEPS}"
     );
     Ok(done["cells"].as_array().cloned().unwrap_or_default())
 }
