@@ -12,9 +12,9 @@ lab:
 	@scripts/lab.sh
 
 # Every test, the notebooks' execution included (ignored by a plain `cargo test`, as it needs the
-# set-up; here it runs, beside the others, and fails rather than skips without it).
+# set-up; here it runs, and fails rather than skips without it).
 test: setup
-	@scripts/test.sh
+	cargo test --workspace -- --include-ignored
 
 # Re-run the notebooks in place with the course's settings to refresh their committed outputs.
 notebook-outputs: setup
