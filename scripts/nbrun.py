@@ -107,8 +107,9 @@ def prepare_tmpdir():
     seen.write_bytes(settings)
     # No copy of the project's Cargo.lock: at each start the kernel first builds its crate with
     # no dependency, which leaves its Cargo.lock with nothing locked, and then resolves the
-    # notebook's `:dep` lines afresh (the newest versions). The pre-build resolves afresh too,
-    # minutes earlier, and gets the versions the kernel will ask for.
+    # notebook's `:dep` lines afresh, offline (evcxr.toml): the newest versions downloaded. The
+    # pre-build resolves afresh online, downloads the newest versions, and so compiles the ones
+    # the kernel will ask for.
 
 
 def evcxr_settings():
@@ -137,22 +138,9 @@ def dependencies(cell):
     return lines
 
 
-def host_target():
-    info = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
-    return next(line.split()[1] for line in info.splitlines() if line.startswith("host:"))
-
-
-def prebuild():
-    """Builds the warm-up's dependencies with cargo, in the configuration evcxr 0.22 uses: its
-    manifest's `[profile.dev]`, `RUSTFLAGS=-Cprefer-dynamic` (with lld's link argument when evcxr
-    would pick lld), `--target <host>`, the target directory `target` and the `:build_env`
-    variables. Cargo's fingerprints then match, and the kernel reuses every crate."""
-    if is_warm():
-        return
-    prepare_tmpdir()
-    opt_level, build_env = evcxr_settings()
-    deps = "\n".join(dependencies(first_code_cell(NOTEBOOK)))
-    (TMPDIR / "Cargo.toml").write_text(f"""[package]
+def cargo_manifest(deps, opt_level="2"):
+    """The manifest evcxr 0.22 writes for its crate `ctx` (its `[profile.dev]`), with `deps`."""
+    return f"""[package]
 name = "ctx"
 version = "1.0.0"
 edition = "2024"
@@ -175,7 +163,41 @@ overflow-checks = true
 
 [dependencies]
 {deps}
-""")
+"""
+
+
+def fetch_cuda_variant(deps, target):
+    """Downloads what the first cell's commented CUDA line (`features = ["cuda"]`) adds, so that
+    the offline kernel finds it: sources only, nothing is compiled."""
+    cuda = [re.sub(r"^(diffusion = \{.*?)\s*\}$", r'\1, features = ["cuda"] }', d) for d in deps]
+    work = TMPDIR / "fetch-cuda"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "src").mkdir(parents=True)
+    (work / "src" / "lib.rs").write_text("")
+    (work / "Cargo.toml").write_text(cargo_manifest("\n".join(cuda)))
+    done = subprocess.run(["cargo", "fetch", "--quiet", "--target", target], cwd=work)
+    shutil.rmtree(work, ignore_errors=True)
+    if done.returncode != 0:
+        say("warning: the CUDA crates could not be downloaded; the notebooks' CUDA line will "
+            "need `:offline 0` first (see notebooks/evcxr.toml)")
+
+
+def host_target():
+    info = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return next(line.split()[1] for line in info.splitlines() if line.startswith("host:"))
+
+
+def prebuild():
+    """Builds the warm-up's dependencies with cargo, in the configuration evcxr 0.22 uses: its
+    manifest's `[profile.dev]`, `RUSTFLAGS=-Cprefer-dynamic` (with lld's link argument when evcxr
+    would pick lld), `--target <host>`, the target directory `target` and the `:build_env`
+    variables. Cargo's fingerprints then match, and the kernel reuses every crate."""
+    if is_warm():
+        return
+    prepare_tmpdir()
+    opt_level, build_env = evcxr_settings()
+    deps = dependencies(first_code_cell(NOTEBOOK))
+    (TMPDIR / "Cargo.toml").write_text(cargo_manifest("\n".join(deps), opt_level))
     src = TMPDIR / "src" / "lib.rs"
     src.parent.mkdir(exist_ok=True)
     if not src.exists():
@@ -186,10 +208,11 @@ overflow-checks = true
     env = dict(os.environ, CARGO_TARGET_DIR="target", CARGO_BUILD_BUILD_DIR="target",
                RUSTFLAGS=" ".join(flags), **build_env)
     t0 = time.time()
-    done = subprocess.run(["cargo", "build", "--quiet", "--target", host_target()],
-                          cwd=TMPDIR, env=env)
+    target = host_target()
+    done = subprocess.run(["cargo", "build", "--quiet", "--target", target], cwd=TMPDIR, env=env)
     if done.returncode != 0:
         raise SystemExit("error: compiling the notebook's dependencies failed (see above)")
+    fetch_cuda_variant(deps, target)
     say(f"the notebook's dependencies compiled in {time.time() - t0:.0f} s")
 
 
