@@ -48,9 +48,10 @@ fn pass(unet: &UNet, x: &Tensor, t: &Tensor, noise: &Tensor, path: KernelPath) -
     }
 }
 
-/// Seeded weights, with every BatchNorm shift away from zero: a channel that is constant over
-/// the batch (all its inputs zero) leaves its BatchNorm at exactly the shift, and at exactly
-/// 0 the two paths take different ReLU gradients (the fast one PyTorch's 0, candle's 1).
+/// Seeded weights, the same in every run, with every BatchNorm shift away from zero: a channel
+/// that is constant over the batch (all its inputs zero) leaves its BatchNorm at exactly the
+/// shift, and at exactly 0 the two paths take different ReLU gradients (the fast one PyTorch's
+/// 0, candle's 1).
 fn seeded_unet(seed: u64) -> (UNet, candle_nn::VarMap) {
     let dev = Device::Cpu;
     let (unet, varmap) = checkpoint::new_unet(&dev).unwrap();
@@ -63,18 +64,29 @@ fn seeded_unet(seed: u64) -> (UNet, candle_nn::VarMap) {
         let new = if name.ends_with(".bias") && is_batch_norm(&unet, name) {
             ((noise * 0.2).unwrap() + 0.3).unwrap()
         } else {
-            let bound = t
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            (noise * (bound as f64 / 2.0)).unwrap()
+            (noise * (init_bound(&data, name) / 2.0)).unwrap()
         };
         var.set(&new).unwrap();
     }
     (unet, varmap)
+}
+
+/// The bound of the layer's default initialisation, `1 / sqrt(fan_in)` of its weight (a
+/// BatchNorm's scale starts at 1): from shapes alone, so that the network does not depend on
+/// the unseeded values the layers were created with.
+fn init_bound(data: &[(String, candle_core::Var)], name: &str) -> f64 {
+    let weight = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
+    let weight = weight.as_deref().unwrap_or(name);
+    let dims = data
+        .iter()
+        .find(|(n, _)| n == weight)
+        .map(|(_, v)| v.dims().to_vec())
+        .unwrap_or_default();
+    if dims.len() < 2 {
+        return 1.0;
+    }
+    let fan_in = dims[1..].iter().product::<usize>() as f64;
+    1.0 / fan_in.sqrt()
 }
 
 fn is_batch_norm(unet: &UNet, name: &str) -> bool {
