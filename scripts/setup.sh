@@ -54,8 +54,10 @@ if ! { [ -x "$VENV/bin/jupyter-lab" ] && cmp -s "$req" "$VENV/.requirements-note
     venv_job=$!
 fi
 
-# 3. data, in the background: the command line's build is the test profile's, which the tests
-#    reuse.
+# 3. data, in the background, by the `diffusion` binary of the tests' build (`cargo test
+#    --no-run`), which `make test` then finds done: `cargo run -p diffusion-cli` would leave out
+#    the features the tests' dev-dependencies turn on (the image decoder's, on bytemuck), and so
+#    compile candle and everything above it a second time (96 s alone on 2 cores).
 data="$ROOT/data/fashion-mnist"
 have_data=1
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
@@ -67,7 +69,8 @@ fi
 data_job=""
 if [ "$have_data" = 0 ] && [ "$with_data" = 1 ]; then
     say "fetching FashionMNIST into data/fashion-mnist (beside the next step)"
-    ( cargo run --quiet -p diffusion-cli -- data && say "FashionMNIST fetched" ) &
+    bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/diffusion"
+    ( cargo test --workspace --no-run --quiet && "$bin" data && say "FashionMNIST fetched" ) &
     data_job=$!
 fi
 
